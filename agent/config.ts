@@ -1,0 +1,158 @@
+/**
+ * config — the agent's configuration: its YAML schema, the embedded defaults that work with no
+ * file at all, and where the file is looked for (`--config`, `$HOMERELAY_CONFIG`, `./homerelay.yaml`).
+ */
+import { existsSync } from "node:fs";
+import { hostname as osHostname } from "node:os";
+import { resolve } from "node:path";
+import { z } from "zod";
+import { ConfigError, loadConfigFile, parseConfigText } from "../shared/config-file.js";
+import { isCidr, parseHostPort, type HostPort } from "../shared/net.js";
+import { isPasswordHash } from "./smtpd/password.js";
+
+const hostnamePattern = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+const domain = z.string().regex(hostnamePattern, "expected a domain name such as example.net").transform((d) => d.toLowerCase());
+const listenAddress = z.string().refine((s) => parseHostPort(s) !== null, "expected host:port, e.g. 127.0.0.1:2525 or [::1]:25");
+const cidr = z.string().refine(isCidr, "expected an address range such as 192.0.2.0/24 or ::1/128");
+const senderPattern = z
+  .string()
+  .regex(/^(\*|[^@\s*]+@[^@\s*]+|\*@[^@\s*]+|[^@\s*]+@\*)$/, "expected an address, *@domain, local@* or *");
+const bytes = z.number().int().positive();
+const seconds = z.number().positive();
+
+const listenerSchema = z
+  .object({
+    /** `submission`: trusted networks and AUTH may relay. `mx`: strangers, local domains only. */
+    role: z.enum(["submission", "mx"]),
+    listen: listenAddress,
+    /** `starttls` offers STARTTLS on a plain connection; `implicit` is TLS from the first byte (port 465). */
+    tls: z.enum(["starttls", "implicit", "none"]).default("starttls"),
+    /** Pause before the greeting to catch clients that talk first; default 100 ms on mx, 0 on submission. */
+    greetingDelay: z.number().int().min(0).max(30000).optional(),
+    /** Refuse mail from clients that have not authenticated. Default: on for submission off loopback. */
+    requireAuth: z.boolean().optional(),
+  })
+  .strict();
+
+const userSchema = z
+  .object({
+    /** scrypt hash from `homerelay hash-password`. */
+    password: z.string().refine(isPasswordHash, "expected a hash made by `homerelay hash-password`").optional(),
+    /** Shared secret for CRAM-MD5, for clients that use it (the secret is stored in clear). */
+    cramMd5Secret: z.string().min(1).optional(),
+    /** Envelope senders this account may use (Postfix smtpd_sender_login_maps). Default: <name>@each local domain. */
+    senders: z.array(senderPattern).optional(),
+  })
+  .strict()
+  .refine((u) => u.password !== undefined || u.cramMd5Secret !== undefined, "an account needs password or cramMd5Secret");
+
+const limitsSchema = z
+  .object({
+    /** Postfix message_size_limit. */
+    messageSize: bytes.default(25 * 1024 * 1024),
+    /** Postfix smtpd_recipient_limit. */
+    recipients: z.number().int().positive().default(1000),
+    /** Longest line in a message, without CRLF (RFC 5322: 998). */
+    lineLength: z.number().int().min(78).default(998),
+    /** Longest SMTP command line. */
+    commandLength: z.number().int().min(512).default(4096),
+    /** Concurrent connections from one client address (Postfix smtpd_client_connection_count_limit). */
+    clientsPerAddress: z.number().int().positive().default(50),
+    /** Concurrent connections in total (Postfix default_process_limit). */
+    clients: z.number().int().positive().default(200),
+    /** New connections per client address per minute, 0 = unlimited (smtpd_client_connection_rate_limit). */
+    connectionRate: z.number().int().min(0).default(0),
+    /** Commands per connection per minute before the client is told to slow down, 0 = unlimited. */
+    commandRate: z.number().int().min(0).default(600),
+    /** Idle time allowed between client commands or data (Postfix smtpd_timeout). */
+    idleTimeout: seconds.default(300),
+    /** Time allowed for one whole DATA transfer. */
+    dataTimeout: seconds.default(600),
+    /** Refuse MAIL FROM while the spool's file system has less free space (Postfix queue_minfree). */
+    queueMinFree: bytes.optional(),
+    /** Mail loop detection (Postfix hopcount_limit). */
+    hopCount: z.number().int().positive().default(50),
+  })
+  .strict();
+
+const configSchema = z
+  .object({
+    hostname: domain.optional(),
+    spool: z.string().min(1).default("./var/spool"),
+    mailboxes: z.string().min(1).default("./var/mail"),
+    aliases: z.string().min(1).optional(),
+    listeners: z.array(listenerSchema).min(1).default([{ role: "submission", listen: "127.0.0.1:2525", tls: "starttls" }]),
+    trustedNetworks: z.array(cidr).default(["127.0.0.0/8", "::1/128"]),
+    localDomains: z.array(domain).optional(),
+    tls: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
+    users: z.record(z.string().regex(/^[a-z0-9._-]{1,64}$/i, "expected an account name of letters, digits, . _ -"), userSchema).default({}),
+    limits: limitsSchema.default(limitsSchema.parse({})),
+    log: z
+      .object({ format: z.enum(["text", "json"]).default("text"), level: z.enum(["debug", "info", "warn", "error"]).default("info") })
+      .strict()
+      .default({ format: "text", level: "info" }),
+  })
+  .strict();
+
+/** A listener with its defaults filled in. */
+export interface ListenerConfig {
+  role: "submission" | "mx";
+  listen: HostPort;
+  tls: "starttls" | "implicit" | "none";
+  greetingDelay: number;
+  requireAuth: boolean;
+}
+
+/** The agent's configuration, validated and with every default filled in. */
+export interface AgentConfig extends Omit<z.output<typeof configSchema>, "listeners" | "localDomains" | "limits" | "hostname"> {
+  hostname: string;
+  listeners: ListenerConfig[];
+  localDomains: string[];
+  limits: z.output<typeof limitsSchema> & { queueMinFree: number };
+  /** Where the configuration came from: a file path, or `embedded defaults`. */
+  source: string;
+}
+
+/** Where to read the configuration: `--config`, then $HOMERELAY_CONFIG, then ./homerelay.yaml; null = embedded defaults. */
+export function configPath(explicit: string | undefined, env: NodeJS.ProcessEnv = process.env): string | null {
+  if (explicit) return explicit;
+  if (env.HOMERELAY_CONFIG) return env.HOMERELAY_CONFIG;
+  return existsSync("homerelay.yaml") ? "homerelay.yaml" : null;
+}
+
+/** Load, validate and complete the configuration. Throws ConfigError naming file:line:column. */
+export function loadAgentConfig(file: string | null): AgentConfig {
+  const raw = file === null ? parseConfigText("", "embedded defaults", configSchema) : loadConfigFile(file, configSchema);
+  return completeConfig(raw, file ?? "embedded defaults");
+}
+
+function completeConfig(raw: z.output<typeof configSchema>, source: string): AgentConfig {
+  const hostname = raw.hostname ?? osHostname().toLowerCase();
+  const listeners = raw.listeners.map((l): ListenerConfig => {
+    const listen = parseHostPort(l.listen)!;
+    const loopbackOnly = /^(127\.|::1$|localhost$)/.test(listen.host);
+    return {
+      role: l.role,
+      listen,
+      tls: l.tls,
+      greetingDelay: l.greetingDelay ?? (l.role === "mx" ? 100 : 0),
+      // A NAT router or container proxy can make internet clients look local: off loopback, submission needs AUTH.
+      requireAuth: l.requireAuth ?? (l.role === "submission" && !loopbackOnly),
+    };
+  });
+  if (listeners.some((l) => l.role === "mx" && l.requireAuth)) {
+    throw new ConfigError([{ file: source, line: 0, column: 0, path: "listeners", message: "an mx listener cannot require AUTH (other servers never authenticate)" }]);
+  }
+  const localDomains = raw.localDomains ?? [hostname, "localhost"];
+  return {
+    ...raw,
+    hostname,
+    spool: resolve(raw.spool),
+    mailboxes: resolve(raw.mailboxes),
+    aliases: raw.aliases === undefined ? undefined : resolve(raw.aliases),
+    listeners,
+    localDomains,
+    limits: { ...raw.limits, queueMinFree: raw.limits.queueMinFree ?? Math.ceil(raw.limits.messageSize * 1.5) },
+    source,
+  };
+}

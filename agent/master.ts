@@ -1,0 +1,141 @@
+/**
+ * master — starts and stops the parts of the agent (Postfix master(8)): the spool, the queue
+ * manager with its transports, and one smtpd per listener. SIGHUP reloads the configuration
+ * (a bad one is reported and the running one kept); SIGTERM drains and exits.
+ */
+import type { MailLog } from "../shared/log.js";
+import { NetworkList, formatHostPort } from "../shared/net.js";
+import { loadAgentConfig, type AgentConfig } from "./config.js";
+import { loadAliases } from "./local/aliases.js";
+import { LocalDelivery } from "./local/local.js";
+import { LocalRecipients } from "./local/local-recipients.js";
+import { SenderRewriter, loadOrCreateSrsSecret } from "./local/srs.js";
+import { QueueManager, type RouteDecision } from "./qmgr/qmgr.js";
+import { Spool } from "./queue/spool.js";
+import { Anvil } from "./smtpd/anvil.js";
+import { Smtpd } from "./smtpd/smtpd.js";
+import { parseAddress } from "../shared/address.js";
+import { loadTlsIdentity } from "./tls/certificate.js";
+
+/** The package version, shown in the start-up line. */
+export const VERSION = "0.1.0";
+
+/** A running agent. */
+export class Agent {
+  private listeners: Smtpd[] = [];
+  private constructor(
+    private config: AgentConfig,
+    private readonly log: MailLog,
+    readonly spool: Spool,
+    readonly qmgr: QueueManager,
+    private routing: { recipients: LocalRecipients; local: LocalDelivery },
+  ) {}
+
+  /** Start everything the configuration describes. Throws (and starts nothing) when a part cannot start. */
+  static async start(config: AgentConfig, log: MailLog): Promise<Agent> {
+    const spool = new Spool(config.spool);
+    await spool.create();
+    let agent: Agent | undefined;
+    const queued = (id: string) => agent?.qmgr.enqueue(id);
+    const routing = await buildRouting(config, spool, log, queued);
+    const qmgr = new QueueManager({
+      spool,
+      log: log.component("qmgr"),
+      route: (rcpt) => agent!.route(rcpt.address),
+      retry: { minBackoff: 300, maxBackoff: 4000, scanInterval: 60 },
+      concurrency: 20,
+    });
+    agent = new Agent(config, log, spool, qmgr, routing);
+    try {
+      await agent.openListeners(config);
+    } catch (err) {
+      await agent.stop();
+      throw err;
+    }
+    await qmgr.start();
+    log.info(`daemon started -- version ${VERSION}, configuration ${config.source}`);
+    return agent;
+  }
+
+  /** The bound addresses of the listeners, in configuration order. */
+  addresses(): { address: string; port: number }[] {
+    return this.listeners.map((l) => l.address());
+  }
+
+  /** Which way a recipient goes. Until remote transports exist, mail for other domains waits in the queue. */
+  route(address: string): RouteDecision {
+    const parsed = parseAddress(address);
+    if (parsed.ok && this.routing.recipients.isLocalDomain(parsed.mailbox.domain)) return { transport: this.routing.local };
+    return { defer: "no transport for remote delivery is configured in this version; the message stays queued" };
+  }
+
+  /**
+   * Re-read the configuration (SIGHUP). Listeners, limits, accounts, aliases and certificate take
+   * the new values for new connections; a configuration that does not load changes nothing.
+   */
+  async reload(file: string | null): Promise<boolean> {
+    let next: AgentConfig;
+    let routing: Agent["routing"];
+    try {
+      next = loadAgentConfig(file);
+      if (next.spool !== this.config.spool) throw new Error(`spool cannot change on reload (${this.config.spool} → ${next.spool}); restart the agent`);
+      routing = await buildRouting(next, this.spool, this.log, (id) => this.qmgr.enqueue(id));
+    } catch (err) {
+      this.log.error(`reload failed, keeping the running configuration: ${(err as Error).message}`);
+      return false;
+    }
+    const old = this.listeners;
+    this.listeners = [];
+    this.config = next;
+    this.routing = routing;
+    await Promise.all(old.map((l) => l.stop()));
+    try {
+      await this.openListeners(next);
+    } catch (err) {
+      this.log.error(`reload: cannot open listeners: ${(err as Error).message}`);
+      return false;
+    }
+    this.log.info(`reload -- version ${VERSION}, configuration ${next.source}`);
+    return true;
+  }
+
+  /** Stop listening, let open DATA transfers finish, wait for deliveries in progress. */
+  async stop(): Promise<void> {
+    await Promise.all(this.listeners.map((l) => l.stop()));
+    await this.qmgr.stop();
+    await this.spool.close();
+    this.log.info("daemon stopped");
+  }
+
+  private async openListeners(config: AgentConfig): Promise<void> {
+    const tls = await loadTlsIdentity(config.tls, this.spool.privateDir, config.hostname);
+    const anvil = new Anvil();
+    const trustedNetworks = new NetworkList(config.trustedNetworks);
+    const smtpdLog = this.log.component("smtpd");
+    for (const listener of config.listeners) {
+      const smtpd = new Smtpd({
+        config,
+        listener,
+        spool: this.spool,
+        log: smtpdLog,
+        tls,
+        anvil,
+        trustedNetworks,
+        recipients: this.routing.recipients,
+        queued: (id) => this.qmgr.enqueue(id),
+      });
+      await smtpd.listen();
+      this.listeners.push(smtpd);
+      const bound = smtpd.address();
+      this.log.info(`listening on ${formatHostPort({ host: bound.address, port: bound.port })} (${listener.role}, tls ${listener.tls}${listener.requireAuth ? ", AUTH required" : ""})`);
+    }
+  }
+}
+
+async function buildRouting(config: AgentConfig, spool: Spool, log: MailLog, queued: (id: string) => void) {
+  const aliases = config.aliases ? await loadAliases(config.aliases) : null;
+  const srs = new SenderRewriter({ secret: await loadOrCreateSrsSecret(spool.privateDir), domain: config.localDomains[0]! });
+  const recipients = new LocalRecipients(config.localDomains, Object.keys(config.users), aliases, srs);
+  const local = new LocalDelivery({ hostname: config.hostname, mailboxes: config.mailboxes, recipients, spool, log: log.component("local"), queued });
+  return { recipients, local };
+}

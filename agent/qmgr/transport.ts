@@ -1,0 +1,26 @@
+/**
+ * transport — the contract between the queue manager and each way out (local delivery, SMTP,
+ * cloud): given a message and some of its recipients, try once and say what happened to each.
+ */
+import type { EnvelopeRecipient } from "../../shared/envelope.js";
+import type { QueuedMessage } from "../queue/queue-file.js";
+import type { RecipientStatus } from "../queue/status-log.js";
+
+/** One delivery attempt handed to a transport. */
+export interface DeliveryRequest {
+  message: QueuedMessage;
+  /** The recipients this transport is to try now; all share the same route. */
+  recipients: EnvelopeRecipient[];
+  /** A fresh stream of the message content (CRLF line ends). */
+  content(): NodeJS.ReadableStream;
+}
+
+/** The outcome for one recipient, before the queue manager stamps the time. */
+export type DeliveryResult = Omit<RecipientStatus, "time">;
+
+/** A way out of the queue. A transport never throws for a recipient: it reports `deferred`. */
+export interface Transport {
+  /** Name in logs and routes: `local`, `smtp`, `cloud`. */
+  readonly name: string;
+  deliver(request: DeliveryRequest): Promise<DeliveryResult[]>;
+}

@@ -1,0 +1,177 @@
+/**
+ * queue-file — one queued message in one file: a single JSON line with the envelope and where
+ * the message came from, then the message exactly as queued (CRLF line ends). The file is
+ * written in incoming/, fsynced, and only then renamed into active/: a 250 follows that rename.
+ */
+import { createReadStream } from "node:fs";
+import { open, rename, unlink, type FileHandle } from "node:fs/promises";
+import { Writable } from "node:stream";
+import type { Envelope } from "../../shared/envelope.js";
+import { newQueueId } from "./queue-id.js";
+import type { QueueState, Spool } from "./spool.js";
+
+/** Everything the queue knows about a message besides its content. */
+export interface QueueRecord {
+  /** Format version of this record. */
+  v: 1;
+  id: string;
+  /** Arrival time, milliseconds since the epoch. */
+  arrival: number;
+  envelope: Envelope;
+  /** The SMTP client that handed the message in; absent for mail made by the agent itself. */
+  client?: { address: string; hostname: string; helo: string; listener: string };
+  /** TLS of the client's session, for logs and the Received: header. */
+  tls?: { protocol: string; cipher: string };
+  /** SASL account the client authenticated as. */
+  saslUser?: string;
+  /** How the agent got the message: `smtp`, `pickup` (sendmail drop), `http`, `bounce`, `local` (forwarded). */
+  origin: "smtp" | "pickup" | "http" | "bounce" | "local";
+}
+
+/** A queue file being written in incoming/. Commit makes it durable and visible to the queue manager. */
+export class IncomingQueueFile {
+  private committed = false;
+  private constructor(
+    private readonly spool: Spool,
+    readonly record: QueueRecord,
+    private readonly fh: FileHandle,
+    /** Offset of the message content in the file. */
+    readonly contentOffset: number,
+  ) {}
+
+  /** Create a queue file in incoming/ for `record` (its id and arrival are filled in here). */
+  static async create(spool: Spool, record: Omit<QueueRecord, "v" | "id" | "arrival">, arrival = Date.now()): Promise<IncomingQueueFile> {
+    for (;;) {
+      const full: QueueRecord = { v: 1, id: newQueueId(arrival), arrival, ...record };
+      let fh: FileHandle;
+      try {
+        fh = await open(spool.file("incoming", full.id), "wx", 0o600);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "EEXIST") continue;
+        throw err;
+      }
+      const line = Buffer.from(JSON.stringify(full) + "\n");
+      try {
+        await fh.write(line, 0, line.length, 0);
+      } catch (err) {
+        await fh.close().catch(() => {});
+        await unlink(spool.file("incoming", full.id)).catch(() => {});
+        throw err;
+      }
+      return new IncomingQueueFile(spool, full, fh, line.length);
+    }
+  }
+
+  get id(): string {
+    return this.record.id;
+  }
+
+  /** A writable for the message content; each write lands in the file before the next is taken. */
+  content(): Writable {
+    let position = this.contentOffset;
+    return new Writable({
+      highWaterMark: 256 * 1024,
+      write: (chunk: Buffer, _enc, done) => {
+        this.fh.write(chunk, 0, chunk.length, position).then(
+          () => {
+            position += chunk.length;
+            done();
+          },
+          (err: Error) => done(err),
+        );
+      },
+      writev: (chunks, done) => {
+        const buffers = chunks.map((c) => c.chunk as Buffer);
+        this.fh.writev(buffers, position).then(
+          ({ bytesWritten }) => {
+            position += bytesWritten;
+            done();
+          },
+          (err: Error) => done(err),
+        );
+      },
+    });
+  }
+
+  /**
+   * fsync the file, move it into active/ and fsync that directory. Only after this resolves may
+   * the client be told the message is queued.
+   */
+  async commit(): Promise<void> {
+    await this.fh.sync();
+    await this.fh.close();
+    await rename(this.spool.file("incoming", this.id), this.spool.file("active", this.id));
+    this.committed = true;
+    await this.spool.syncDir(this.spool.dir("active"));
+  }
+
+  /** Remove the partial file: the message was refused or the client went away. */
+  async abort(): Promise<void> {
+    if (this.committed) return;
+    await this.fh.close().catch(() => {});
+    await unlink(this.spool.file("incoming", this.id)).catch(() => {});
+  }
+}
+
+/** A message in the queue, as read back by the queue manager and the queue tools. */
+export interface QueuedMessage {
+  record: QueueRecord;
+  state: QueueState;
+  /** Size of the message content in octets. */
+  size: number;
+  /** Offset of the content in the queue file. */
+  contentOffset: number;
+}
+
+/** Thrown for a queue file that cannot be read back; the queue manager moves it to corrupt/. */
+export class CorruptQueueFile extends Error {
+  constructor(
+    readonly id: string,
+    reason: string,
+  ) {
+    super(`${id}: corrupt queue file: ${reason}`);
+    this.name = "CorruptQueueFile";
+  }
+}
+
+/** Read the envelope record of queue file `id` in `state`. */
+export async function readQueueFile(spool: Spool, state: QueueState, id: string): Promise<QueuedMessage> {
+  const fh = await open(spool.file(state, id), "r");
+  try {
+    const { size } = await fh.stat();
+    // The record line is small; read a generous prefix and grow only for huge recipient lists.
+    let length = Math.min(size, 64 * 1024);
+    for (;;) {
+      const buf = Buffer.alloc(length);
+      const { bytesRead } = await fh.read(buf, 0, length, 0);
+      const nl = buf.subarray(0, bytesRead).indexOf(10);
+      if (nl !== -1) {
+        let record: QueueRecord;
+        try {
+          record = JSON.parse(buf.subarray(0, nl).toString("utf8")) as QueueRecord;
+        } catch {
+          throw new CorruptQueueFile(id, "envelope record is not JSON");
+        }
+        if (record.v !== 1 || record.id !== id || !record.envelope || !Array.isArray(record.envelope.recipients)) {
+          throw new CorruptQueueFile(id, "envelope record is incomplete");
+        }
+        return { record, state, size: size - nl - 1, contentOffset: nl + 1 };
+      }
+      if (length >= size) throw new CorruptQueueFile(id, "no end of envelope record");
+      length = Math.min(size, length * 4);
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Stream the message content of a queued message. */
+export function openContent(spool: Spool, message: QueuedMessage): NodeJS.ReadableStream {
+  return createReadStream(spool.file(message.state, message.record.id), { start: message.contentOffset, highWaterMark: 256 * 1024 });
+}
+
+/** Move a queue file to another state; durable when this resolves. */
+export async function moveQueueFile(spool: Spool, id: string, from: QueueState, to: QueueState): Promise<void> {
+  await rename(spool.file(from, id), spool.file(to, id));
+  await spool.syncDir(spool.dir(to));
+}

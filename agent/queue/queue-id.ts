@@ -1,0 +1,34 @@
+/**
+ * queue-id — names for queued messages. Like Postfix's long queue IDs they sort by arrival
+ * time, are unique across processes, and are safe as file names: 10 characters of
+ * milliseconds and 6 random ones, in Crockford's base 32 (no I, L, O, U).
+ */
+import { randomBytes } from "node:crypto";
+
+const ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/** A new queue ID for a message arriving at `now` (milliseconds since the epoch). */
+export function newQueueId(now: number = Date.now()): string {
+  let time = "";
+  let t = now;
+  for (let i = 0; i < 10; i++) {
+    time = ALPHABET[t % 32] + time;
+    t = Math.floor(t / 32);
+  }
+  const random = randomBytes(4).readUInt32BE(0);
+  let tail = "";
+  for (let i = 0, r = random; i < 6; i++, r = Math.floor(r / 32)) tail += ALPHABET[r % 32];
+  return time + tail;
+}
+
+/** True for a string that is a queue ID (commands refuse anything else as a file name). */
+export function isQueueId(text: string): boolean {
+  return /^[0-9A-HJKMNP-TV-Z]{16}$/.test(text);
+}
+
+/** The arrival time encoded in a queue ID, in milliseconds since the epoch. */
+export function queueIdTime(id: string): number {
+  let t = 0;
+  for (const ch of id.slice(0, 10)) t = t * 32 + ALPHABET.indexOf(ch);
+  return t;
+}
