@@ -12,6 +12,10 @@ import { AliasError } from "./local/aliases.js";
 import { Agent, VERSION } from "./master.js";
 import { hashPassword } from "./smtpd/password.js";
 
+// Queue files are fsynced on libuv's thread pool (read on first use, after these imports):
+// its default of four threads would serialize the fsyncs of ten clients.
+process.env.UV_THREADPOOL_SIZE ??= "16";
+
 /** sysexits(3) EX_SOFTWARE / EX_TEMPFAIL-style statuses used below. */
 const EX_UNAVAILABLE = 69;
 
@@ -45,6 +49,7 @@ program
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       log.error(`fatal: ${e.message}`);
+      log.flush();
       process.exit(err instanceof AliasError ? EX_CONFIG : e.code === "EADDRINUSE" || e.code === "EACCES" ? EX_UNAVAILABLE : 1);
     }
     let stopping = false;
@@ -53,9 +58,13 @@ program
       stopping = true;
       log.info(`terminating on signal ${signal}`);
       agent.stop().then(
-        () => process.exit(0),
+        () => {
+          log.flush();
+          process.exit(0);
+        },
         (err: Error) => {
           log.error(`stop: ${err.message}`);
+          log.flush();
           process.exit(1);
         },
       );

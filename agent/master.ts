@@ -12,6 +12,7 @@ import { LocalRecipients } from "./local/local-recipients.js";
 import { SenderRewriter, loadOrCreateSrsSecret } from "./local/srs.js";
 import { QueueManager, type RouteDecision } from "./qmgr/qmgr.js";
 import { Spool } from "./queue/spool.js";
+import type { QueuedMessage } from "./queue/queue-file.js";
 import { Anvil } from "./smtpd/anvil.js";
 import { Smtpd } from "./smtpd/smtpd.js";
 import { parseAddress } from "../shared/address.js";
@@ -36,7 +37,7 @@ export class Agent {
     const spool = new Spool(config.spool);
     await spool.create();
     let agent: Agent | undefined;
-    const queued = (id: string) => agent?.qmgr.enqueue(id);
+    const queued = (message: QueuedMessage) => agent?.qmgr.enqueue(message.record.id, message);
     const routing = await buildRouting(config, spool, log, queued);
     const qmgr = new QueueManager({
       spool,
@@ -79,7 +80,7 @@ export class Agent {
     try {
       next = loadAgentConfig(file);
       if (next.spool !== this.config.spool) throw new Error(`spool cannot change on reload (${this.config.spool} → ${next.spool}); restart the agent`);
-      routing = await buildRouting(next, this.spool, this.log, (id) => this.qmgr.enqueue(id));
+      routing = await buildRouting(next, this.spool, this.log, (m) => this.qmgr.enqueue(m.record.id, m));
     } catch (err) {
       this.log.error(`reload failed, keeping the running configuration: ${(err as Error).message}`);
       return false;
@@ -122,7 +123,7 @@ export class Agent {
         anvil,
         trustedNetworks,
         recipients: this.routing.recipients,
-        queued: (id) => this.qmgr.enqueue(id),
+        queued: (m) => this.qmgr.enqueue(m.record.id, m),
       });
       await smtpd.listen();
       this.listeners.push(smtpd);
@@ -132,7 +133,7 @@ export class Agent {
   }
 }
 
-async function buildRouting(config: AgentConfig, spool: Spool, log: MailLog, queued: (id: string) => void) {
+async function buildRouting(config: AgentConfig, spool: Spool, log: MailLog, queued: (message: QueuedMessage) => void) {
   const aliases = config.aliases ? await loadAliases(config.aliases) : null;
   const srs = new SenderRewriter({ secret: await loadOrCreateSrsSecret(spool.privateDir), domain: config.localDomains[0]! });
   const recipients = new LocalRecipients(config.localDomains, Object.keys(config.users), aliases, srs);

@@ -6,7 +6,7 @@
 import { hostname } from "node:os";
 import { pino, type Logger as PinoLogger } from "pino";
 
-/** Severity of a log line; Postfix prints `warning:`/`error:`/`fatal:` prefixes for these. */
+/** Severity of a log line; Postfix prints `warning:`/`error:` prefixes for these. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
 /** Where and how to write the mail log. */
@@ -27,6 +27,8 @@ export interface MailLog {
   error(message: string, fields?: Record<string, unknown>): void;
   /** A logger for another part, writing to the same place. */
   component(name: string): MailLog;
+  /** Write out buffered lines now (before exit). */
+  flush(): void;
 }
 
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -35,33 +37,26 @@ const PREFIX: Record<LogLevel, string> = { debug: "", info: "", warn: "warning: 
 /** Create the mail log for the component `name`. */
 export function createMailLog(options: LogOptions, name = "master"): MailLog {
   const program = options.program ?? "homerelay";
+  // Asynchronous writes: lines of one event-loop turn go out in one write(2), off the mail path.
+  const sink = options.destination ?? pino.destination({ fd: 2, sync: false });
+  const flush = () => (sink as { flushSync?: () => void }).flushSync?.();
   if (options.format === "json") {
-    const root = pino(
-      { level: options.level, base: { pid: process.pid, host: hostname() }, messageKey: "msg" },
-      options.destination ?? pino.destination({ fd: 2, sync: false }),
-    );
-    return jsonLog(root.child({ program: `${program}/${name}` }), root, program);
+    const root = pino({ level: options.level, base: { pid: process.pid, host: hostname() }, messageKey: "msg" }, sink);
+    return jsonLog(root.child({ program: `${program}/${name}` }), root, program, flush);
   }
-  const out = options.destination ?? process.stderr;
   const min = RANK[options.level];
   const host = hostname().split(".")[0];
   const make = (component: string): MailLog => {
     const write = (level: LogLevel) => (message: string) => {
       if (RANK[level] < min) return;
-      out.write(`${new Date().toISOString()} ${host} ${program}/${component}[${process.pid}]: ${PREFIX[level]}${message}\n`);
+      sink.write(`${new Date().toISOString()} ${host} ${program}/${component}[${process.pid}]: ${PREFIX[level]}${message}\n`);
     };
-    return {
-      debug: write("debug"),
-      info: write("info"),
-      warn: write("warn"),
-      error: write("error"),
-      component: make,
-    };
+    return { debug: write("debug"), info: write("info"), warn: write("warn"), error: write("error"), component: make, flush };
   };
   return make(name);
 }
 
-function jsonLog(logger: PinoLogger, root: PinoLogger, program: string): MailLog {
+function jsonLog(logger: PinoLogger, root: PinoLogger, program: string, flush: () => void): MailLog {
   const write = (level: LogLevel) => (message: string, fields?: Record<string, unknown>) => {
     if (fields) logger[level](fields, message);
     else logger[level](message);
@@ -71,7 +66,8 @@ function jsonLog(logger: PinoLogger, root: PinoLogger, program: string): MailLog
     info: write("info"),
     warn: write("warn"),
     error: write("error"),
-    component: (name) => jsonLog(root.child({ program: `${program}/${name}` }), root, program),
+    component: (name) => jsonLog(root.child({ program: `${program}/${name}` }), root, program, flush),
+    flush,
   };
 }
 
@@ -82,4 +78,5 @@ export const silentLog: MailLog = {
   warn: () => {},
   error: () => {},
   component: () => silentLog,
+  flush: () => {},
 };

@@ -8,7 +8,7 @@ import { Headers } from "mailsplit";
 import { parseAddress } from "../../shared/address.js";
 import type { EnvelopeRecipient } from "../../shared/envelope.js";
 import type { MailLog } from "../../shared/log.js";
-import { IncomingQueueFile } from "../queue/queue-file.js";
+import { IncomingQueueFile, type QueuedMessage } from "../queue/queue-file.js";
 import type { Spool } from "../queue/spool.js";
 import type { DeliveryRequest, DeliveryResult, Transport } from "../qmgr/transport.js";
 import { mailboxOf, type LocalRecipients } from "./local-recipients.js";
@@ -23,7 +23,7 @@ export interface LocalDeliveryOptions {
   spool: Spool;
   log: MailLog;
   /** A forwarded copy was committed to active/. */
-  queued(id: string): void;
+  queued(message: QueuedMessage): void;
 }
 
 /** The `local` transport. */
@@ -97,17 +97,19 @@ export class LocalDelivery implements Transport {
       envelope: { ...record.envelope, sender: this.o.recipients.srs.forward(record.envelope.sender), recipients: to.map((address) => ({ address })) },
       origin: "local",
     });
+    let queued: QueuedMessage;
     try {
       const out = file.content();
-      out.write(`Delivered-To: ${via}\r\n`);
+      const prepend = `Delivered-To: ${via}\r\n`;
+      out.write(prepend);
       await pipeline(request.content(), out);
-      await file.commit();
+      queued = await file.commit(Buffer.byteLength(prepend) + request.message.size);
     } catch (err) {
       await file.abort();
       throw err;
     }
     this.o.log.info(`${file.id}: from=<${file.record.envelope.sender}>, nrcpt=${to.length} (forwarded from ${record.id} for <${via}>) (queue active)`);
-    this.o.queued(file.id);
+    this.o.queued(queued);
     return file.id;
   }
 }

@@ -41,6 +41,8 @@ export interface QmgrOptions {
 export class QueueManager {
   private readonly waiting: string[] = [];
   private readonly queued = new Set<string>();
+  /** Messages just committed by intake: their record is known and they have no status log yet. */
+  private readonly fresh = new Map<string, QueuedMessage>();
   private readonly running = new Map<string, Promise<void>>();
   private scanTimer: NodeJS.Timeout | null = null;
   private stopped = false;
@@ -72,9 +74,10 @@ export class QueueManager {
     await Promise.allSettled([...this.running.values()]);
   }
 
-  /** A message has arrived in active/. */
-  enqueue(id: string): void {
+  /** A message has arrived in active/; `fresh` is its record when intake just wrote it. */
+  enqueue(id: string, fresh?: QueuedMessage): void {
     if (!isQueueId(id) || this.queued.has(id) || this.running.has(id)) return;
+    if (fresh) this.fresh.set(id, fresh);
     this.queued.add(id);
     this.waiting.push(id);
     this.pump();
@@ -130,8 +133,10 @@ export class QueueManager {
   private async process(id: string): Promise<void> {
     const { spool, log } = this.o;
     let message: QueuedMessage;
+    const fresh = this.fresh.get(id);
+    this.fresh.delete(id);
     try {
-      message = await readQueueFile(spool, "active", id);
+      message = fresh ?? (await readQueueFile(spool, "active", id));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
       if (err instanceof CorruptQueueFile) {
@@ -141,7 +146,8 @@ export class QueueManager {
       }
       throw err;
     }
-    const done = await readStatus(spool, id);
+    const done = fresh ? new Map<string, RecipientStatus>() : await readStatus(spool, id);
+    const hadStatus = done.size > 0;
     const pending = message.record.envelope.recipients.filter((r) => !isFinal(done.get(r.address)?.status ?? "deferred"));
 
     const started = this.now();
@@ -171,8 +177,6 @@ export class QueueManager {
     });
     await Promise.all(attempts);
 
-    // Durable before anything is acted on: a crash after this line repeats nothing already final.
-    await appendStatus(spool, id, results);
     for (const r of results) {
       const delay = ((r.time - message.record.arrival) / 1000).toFixed(2);
       const inQueue = ((started - message.record.arrival) / 1000).toFixed(2);
@@ -190,12 +194,15 @@ export class QueueManager {
 
     const unfinished = message.record.envelope.recipients.some((r) => !isFinal(done.get(r.address)?.status ?? "deferred"));
     if (!unfinished) {
+      // No sync: should the unlink be lost in a crash, the message is delivered again (a duplicate, never a loss).
       await unlink(spool.file("active", id));
-      await spool.syncDir(spool.dir("active"));
-      await removeStatus(spool, id);
+      if (hadStatus) await removeStatus(spool, id);
       log.info(`${id}: removed`);
       return;
     }
+    // Final outcomes must be durable before the message waits for a retry, or they would be repeated;
+    // deferrals are only the reason shown by the queue tools and need no fsync.
+    await appendStatus(spool, id, results, results.some((r) => isFinal(r.status)));
     await this.defer(message);
   }
 

@@ -3,9 +3,10 @@
  * the message came from, then the message exactly as queued (CRLF line ends). The file is
  * written in incoming/, fsynced, and only then renamed into active/: a 250 follows that rename.
  */
-import { createReadStream } from "node:fs";
-import { open, rename, unlink, type FileHandle } from "node:fs/promises";
+import { close, createReadStream, fsync, open as openFd, write, writev } from "node:fs";
+import { open, rename, unlink } from "node:fs/promises";
 import { Writable } from "node:stream";
+import { promisify } from "node:util";
 import type { Envelope } from "../../shared/envelope.js";
 import { newQueueId } from "./queue-id.js";
 import type { QueueState, Spool } from "./spool.js";
@@ -28,37 +29,36 @@ export interface QueueRecord {
   origin: "smtp" | "pickup" | "http" | "bounce" | "local";
 }
 
+// Raw descriptors: this is the per-message hot path, and FileHandle objects cost more than the I/O.
+const openAsync = promisify(openFd);
+const writeAsync = promisify(write);
+const fsyncAsync = promisify(fsync);
+const closeAsync = promisify(close);
+
 /** A queue file being written in incoming/. Commit makes it durable and visible to the queue manager. */
 export class IncomingQueueFile {
   private committed = false;
+  private closed = false;
   private constructor(
     private readonly spool: Spool,
     readonly record: QueueRecord,
-    private readonly fh: FileHandle,
-    /** Offset of the message content in the file. */
-    readonly contentOffset: number,
+    private readonly fd: number,
+    /** The envelope record line, written together with the first content. */
+    private pending: Buffer | null,
   ) {}
 
   /** Create a queue file in incoming/ for `record` (its id and arrival are filled in here). */
   static async create(spool: Spool, record: Omit<QueueRecord, "v" | "id" | "arrival">, arrival = Date.now()): Promise<IncomingQueueFile> {
     for (;;) {
       const full: QueueRecord = { v: 1, id: newQueueId(arrival), arrival, ...record };
-      let fh: FileHandle;
+      let fd: number;
       try {
-        fh = await open(spool.file("incoming", full.id), "wx", 0o600);
+        fd = await openAsync(spool.file("incoming", full.id), "wx", 0o600);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === "EEXIST") continue;
         throw err;
       }
-      const line = Buffer.from(JSON.stringify(full) + "\n");
-      try {
-        await fh.write(line, 0, line.length, 0);
-      } catch (err) {
-        await fh.close().catch(() => {});
-        await unlink(spool.file("incoming", full.id)).catch(() => {});
-        throw err;
-      }
-      return new IncomingQueueFile(spool, full, fh, line.length);
+      return new IncomingQueueFile(spool, full, fd, Buffer.from(JSON.stringify(full) + "\n"));
     }
   }
 
@@ -68,47 +68,55 @@ export class IncomingQueueFile {
 
   /** A writable for the message content; each write lands in the file before the next is taken. */
   content(): Writable {
-    let position = this.contentOffset;
+    let position = 0;
+    const writeAll = (buffers: Buffer[], done: (err?: Error | null) => void) => {
+      if (this.pending) {
+        buffers.unshift(this.pending);
+        this.pending = null;
+      }
+      const expected = buffers.reduce((n, b) => n + b.length, 0);
+      writev(this.fd, buffers, position, (err, written) => {
+        if (err) return done(err);
+        position += written;
+        // A short write (rare: signals, quotas) is finished with plain writes of the rest.
+        if (written === expected) return done();
+        const rest = Buffer.concat(buffers).subarray(written);
+        writeAsync(this.fd, rest, 0, rest.length, position).then(({ bytesWritten }) => {
+          position += bytesWritten;
+          done(bytesWritten === rest.length ? null : Object.assign(new Error("short write to queue file"), { code: "EIO" }));
+        }, done);
+      });
+    };
     return new Writable({
       highWaterMark: 256 * 1024,
-      write: (chunk: Buffer, _enc, done) => {
-        this.fh.write(chunk, 0, chunk.length, position).then(
-          () => {
-            position += chunk.length;
-            done();
-          },
-          (err: Error) => done(err),
-        );
-      },
-      writev: (chunks, done) => {
-        const buffers = chunks.map((c) => c.chunk as Buffer);
-        this.fh.writev(buffers, position).then(
-          ({ bytesWritten }) => {
-            position += bytesWritten;
-            done();
-          },
-          (err: Error) => done(err),
-        );
-      },
+      write: (chunk: Buffer, _enc, done) => writeAll([chunk], done),
+      writev: (chunks, done) => writeAll(chunks.map((c) => c.chunk as Buffer), done),
+      final: (done) => (this.pending ? writeAll([], done) : done()),
     });
   }
 
   /**
    * fsync the file, move it into active/ and fsync that directory. Only after this resolves may
-   * the client be told the message is queued.
+   * the client be told the message is queued. `size` is the content length written.
    */
-  async commit(): Promise<void> {
-    await this.fh.sync();
-    await this.fh.close();
+  async commit(size: number): Promise<QueuedMessage> {
+    const contentOffset = Buffer.byteLength(JSON.stringify(this.record)) + 1;
+    await fsyncAsync(this.fd);
+    await closeAsync(this.fd);
+    this.closed = true;
     await rename(this.spool.file("incoming", this.id), this.spool.file("active", this.id));
     this.committed = true;
     await this.spool.syncDir(this.spool.dir("active"));
+    return { record: this.record, state: "active", size, contentOffset };
   }
 
   /** Remove the partial file: the message was refused or the client went away. */
   async abort(): Promise<void> {
     if (this.committed) return;
-    await this.fh.close().catch(() => {});
+    if (!this.closed) {
+      this.closed = true;
+      await closeAsync(this.fd).catch(() => {});
+    }
     await unlink(this.spool.file("incoming", this.id)).catch(() => {});
   }
 }

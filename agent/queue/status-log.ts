@@ -27,19 +27,19 @@ export function isFinal(status: RecipientStatus["status"]): boolean {
   return status !== "deferred";
 }
 
-/** Append outcomes to the status log of message `id` and make them durable. */
-export async function appendStatus(spool: Spool, id: string, entries: RecipientStatus[]): Promise<void> {
+/** Append outcomes to the status log of message `id`; with `durable`, fsynced before this resolves. */
+export async function appendStatus(spool: Spool, id: string, entries: RecipientStatus[], durable = true): Promise<void> {
   if (entries.length === 0) return;
   const fh = await open(spool.statusFile(id), "a", 0o600);
   let created = false;
   try {
     created = (await fh.stat()).size === 0;
     await fh.writeFile(entries.map((e) => JSON.stringify(e) + "\n").join(""));
-    await fh.sync();
+    if (durable) await fh.sync();
   } finally {
     await fh.close();
   }
-  if (created) await spool.syncDir(spool.statusDir);
+  if (created && durable) await spool.syncDir(spool.statusDir);
 }
 
 /** The latest outcome per recipient of message `id` (empty when nothing was attempted yet). */

@@ -13,7 +13,7 @@ import { formatHostPort, isLoopback, type NetworkList } from "../../shared/net.j
 import { rfc5322Date } from "../../shared/rfc5322-date.js";
 import { Cleanup, type CleanupFault } from "../cleanup/cleanup.js";
 import type { AgentConfig, ListenerConfig } from "../config.js";
-import { IncomingQueueFile } from "../queue/queue-file.js";
+import { IncomingQueueFile, type QueuedMessage } from "../queue/queue-file.js";
 import type { Spool } from "../queue/spool.js";
 import type { TlsIdentity } from "../tls/certificate.js";
 import type { Anvil } from "./anvil.js";
@@ -39,7 +39,7 @@ export interface SmtpdContext {
   trustedNetworks: NetworkList;
   recipients: LocalRecipientTable;
   /** A message was committed to active/. */
-  queued(id: string): void;
+  queued(message: QueuedMessage): void;
 }
 
 /** What smtpd remembers of one connection besides smtp-server's session. */
@@ -322,8 +322,9 @@ export class Smtpd {
       log.info(`${id}: reject: DATA from ${state.name}: ${refusal.responseCode} ${refusal.message}; from=<${envelope.sender}> proto=ESMTP helo=<${session.hostNameAppearsAs}>`);
       throw refusal;
     }
+    let queued: QueuedMessage;
     try {
-      await file.commit();
+      queued = await file.commit(cleanup.size);
     } catch (err) {
       await file.abort();
       throw this.storageFailure(err as NodeJS.ErrnoException, state, id);
@@ -335,7 +336,7 @@ export class Smtpd {
       size: cleanup.size,
       nrcpt: envelope.recipients.length,
     });
-    this.ctx.queued(id);
+    this.ctx.queued(queued);
     return id;
   }
 
