@@ -3,10 +3,11 @@
  * file at all, and where the file is looked for (`--config`, `$HOMERELAY_CONFIG`, `./homerelay.yaml`).
  */
 import { existsSync } from "node:fs";
+import { isIP } from "node:net";
 import { hostname as osHostname } from "node:os";
 import { resolve } from "node:path";
 import { z } from "zod";
-import { ConfigError, loadConfigFile, parseConfigText } from "../shared/config-file.js";
+import { loadConfigFile, parseConfigText } from "../shared/config-file.js";
 import { isCidr, parseHostPort, type HostPort } from "../shared/net.js";
 import { isPasswordHash } from "./smtpd/password.js";
 
@@ -75,6 +76,95 @@ const limitsSchema = z
   })
   .strict();
 
+const secondsOrZero = z.number().min(0);
+
+/** Where routes may send mail: `mx`, `smarthost:<name>`, `local`, `hold`, `reject`, `cloud`. */
+const routeName = z
+  .string()
+  .regex(/^(mx|local|hold|reject|cloud|smarthost:[A-Za-z0-9._-]+)$/, "expected mx, smarthost:<name>, local, hold, reject or cloud");
+
+const routeSchema = z
+  .object({
+    /** `example.org` (exact), `.example.org` (subdomains, as in mailertable/transport), or `*`. */
+    match: z.string().regex(/^(\*|\.?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)$/, "expected a domain, .domain for subdomains, or *"),
+    /** Only for envelope senders matching this pattern (sender-dependent relay), e.g. `*@work.example`. */
+    sender: senderPattern.optional(),
+    route: routeName,
+    /** Routes to try in turn when this one fails temporarily (Postfix smtp_fallback_relay). */
+    fallback: z.array(routeName).default([]),
+    /** The bounce text of a `reject` route. */
+    text: z.string().max(200).optional(),
+  })
+  .strict();
+
+const smarthostSchema = z
+  .object({
+    host: z.string().min(1),
+    port: z.number().int().min(1).max(65535).default(587),
+    tls: z.enum(["starttls", "implicit", "none"]).default("starttls"),
+    /** Check the smarthost's certificate against its name (off only for hosts with self-signed certificates). */
+    verify: z.boolean().default(true),
+    /** A PEM file of CAs to trust for this smarthost instead of the system store. */
+    ca: z.string().min(1).optional(),
+    auth: z
+      .object({
+        user: z.string().min(1),
+        password: z.string().optional(),
+        /** A file holding the password; it must not be readable by others (checked at start). */
+        passwordFile: z.string().optional(),
+        mechanism: z.enum(["PLAIN", "LOGIN", "CRAM-MD5"]).default("PLAIN"),
+      })
+      .strict()
+      .refine((a) => (a.password === undefined) !== (a.passwordFile === undefined), "give exactly one of password or passwordFile")
+      .optional(),
+  })
+  .strict();
+
+const dnsSchema = z
+  .object({
+    /** Resolver addresses, `ip` or `ip:port`; default: the system resolver. */
+    servers: z.array(z.string().refine((s) => isIP(s) !== 0 || parseHostPort(s) !== null, "expected an IP address or ip:port")).min(1).optional(),
+    timeout: seconds.default(5),
+  })
+  .strict();
+
+const deliverySchema = z
+  .object({
+    /** Port of direct-to-MX delivery (25; tests use others). */
+    mxPort: z.number().int().min(1).max(65535).default(25),
+    /** Which MX addresses to try first (Postfix smtp_address_preference); home IPv6 rarely has a PTR. */
+    addressPreference: z.enum(["ipv4", "ipv6", "any"]).default("ipv4"),
+    /** Concurrent deliveries to one destination (Postfix default_destination_concurrency_limit). */
+    destinationConcurrency: z.number().int().positive().default(20),
+    /** Concurrent deliveries in total. */
+    concurrency: z.number().int().positive().default(100),
+    connectTimeout: seconds.default(30),
+    /** Time allowed for each SMTP reply (Postfix smtp_*_timeout, simplified). */
+    commandTimeout: seconds.default(300),
+    /** TLS policy of direct-to-MX delivery: `may` (opportunistic), `encrypt`, `verify`. */
+    tlsPolicy: z.enum(["may", "encrypt", "verify"]).default("may"),
+    /** Per-domain TLS policy overrides (Postfix smtp_tls_policy_maps). */
+    tlsPolicies: z.record(domain, z.enum(["may", "encrypt", "verify"])).default({}),
+  })
+  .strict();
+
+const queueSchema = z
+  .object({
+    /** Seconds before the first retry (Postfix minimal_backoff_time). */
+    minBackoff: seconds.default(300),
+    /** Upper bound of the doubling retry interval (maximal_backoff_time). */
+    maxBackoff: seconds.default(4000),
+    /** Give up and bounce after this many seconds (maximal_queue_lifetime, 5 days). */
+    lifetime: seconds.default(5 * 86400),
+    /** Warn the sender once after this many seconds undelivered; 0 = never (delay_warning_time, 4 h). */
+    delayWarning: secondsOrZero.default(4 * 3600),
+    /** How often deferred/ is scanned for messages whose retry time has come (queue_run_delay). */
+    scanInterval: seconds.default(60),
+    /** Send postmaster a copy of undeliverable bounces (never bounce a bounce). */
+    notifyPostmaster: z.boolean().default(true),
+  })
+  .strict();
+
 const configSchema = z
   .object({
     hostname: domain.optional(),
@@ -87,12 +177,38 @@ const configSchema = z
     tls: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
     users: z.record(z.string().regex(/^[a-z0-9._-]{1,64}$/i, "expected an account name of letters, digits, . _ -"), userSchema).default({}),
     limits: limitsSchema.default(limitsSchema.parse({})),
+    dns: dnsSchema.default(dnsSchema.parse({})),
+    delivery: deliverySchema.default(deliverySchema.parse({})),
+    queue: queueSchema.default(queueSchema.parse({})),
+    smarthosts: z.record(z.string().regex(/^[A-Za-z0-9._-]+$/, "expected a name of letters, digits, . _ -"), smarthostSchema).default({}),
+    routes: z.array(routeSchema).default([]),
     log: z
       .object({ format: z.enum(["text", "json"]).default("text"), level: z.enum(["debug", "info", "warn", "error"]).default("info") })
       .strict()
       .default({ format: "text", level: "info" }),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    c.listeners.forEach((l, i) => {
+      if (l.role === "mx" && l.requireAuth) {
+        ctx.addIssue({ code: "custom", path: ["listeners", i, "requireAuth"], message: "an mx listener cannot require AUTH (other servers never authenticate)" });
+      }
+    });
+    c.routes.forEach((r, i) => {
+      [r.route, ...r.fallback].forEach((name, j) => {
+        const path = j === 0 ? ["routes", i, "route"] : ["routes", i, "fallback", j - 1];
+        if (name.startsWith("smarthost:") && !Object.hasOwn(c.smarthosts, name.slice(10))) {
+          ctx.addIssue({ code: "custom", path, message: `no smarthost named "${name.slice(10)}" in smarthosts` });
+        }
+        if (name === "cloud") {
+          ctx.addIssue({ code: "custom", path, message: "the cloud route is not available yet: homerelay's cloud half is not configured (see the README)" });
+        }
+        if (j > 0 && ["local", "hold", "reject"].includes(name)) {
+          ctx.addIssue({ code: "custom", path, message: `${name} cannot be a fallback: fallbacks are ways out (mx, smarthost:<name>, cloud)` });
+        }
+      });
+    });
+  });
 
 /** A listener with its defaults filled in. */
 export interface ListenerConfig {
@@ -140,9 +256,6 @@ function completeConfig(raw: z.output<typeof configSchema>, source: string): Age
       requireAuth: l.requireAuth ?? (l.role === "submission" && !loopbackOnly),
     };
   });
-  if (listeners.some((l) => l.role === "mx" && l.requireAuth)) {
-    throw new ConfigError([{ file: source, line: 0, column: 0, path: "listeners", message: "an mx listener cannot require AUTH (other servers never authenticate)" }]);
-  }
   const localDomains = raw.localDomains ?? [hostname, "localhost"];
   return {
     ...raw,

@@ -10,12 +10,15 @@ import { loadAliases } from "./local/aliases.js";
 import { LocalDelivery } from "./local/local.js";
 import { LocalRecipients } from "./local/local-recipients.js";
 import { SenderRewriter, loadOrCreateSrsSecret } from "./local/srs.js";
-import { QueueManager, type RouteDecision } from "./qmgr/qmgr.js";
+import { QueueManager, type QmgrOptions } from "./qmgr/qmgr.js";
 import { Spool } from "./queue/spool.js";
 import type { QueuedMessage } from "./queue/queue-file.js";
 import { Anvil } from "./smtpd/anvil.js";
 import { Smtpd } from "./smtpd/smtpd.js";
-import { parseAddress } from "../shared/address.js";
+import { MailResolver } from "../shared/dns/resolver.js";
+import { Notifier } from "./bounce/notifier.js";
+import { Router } from "./router/router.js";
+import { SmtpTransport } from "./smtp/smtp-transport.js";
 import { loadTlsIdentity } from "./tls/certificate.js";
 
 /** The package version, shown in the start-up line. */
@@ -29,7 +32,7 @@ export class Agent {
     private readonly log: MailLog,
     readonly spool: Spool,
     readonly qmgr: QueueManager,
-    private routing: { recipients: LocalRecipients; local: LocalDelivery },
+    private routing: Routing,
   ) {}
 
   /** Start everything the configuration describes. Throws (and starts nothing) when a part cannot start. */
@@ -39,13 +42,7 @@ export class Agent {
     let agent: Agent | undefined;
     const queued = (message: QueuedMessage) => agent?.qmgr.enqueue(message.record.id, message);
     const routing = await buildRouting(config, spool, log, queued);
-    const qmgr = new QueueManager({
-      spool,
-      log: log.component("qmgr"),
-      route: (rcpt) => agent!.route(rcpt.address),
-      retry: { minBackoff: 300, maxBackoff: 4000, scanInterval: 60 },
-      concurrency: 20,
-    });
+    const qmgr = new QueueManager(qmgrOptions(config, spool, log, routing));
     agent = new Agent(config, log, spool, qmgr, routing);
     try {
       await agent.openListeners(config);
@@ -61,13 +58,6 @@ export class Agent {
   /** The bound addresses of the listeners, in configuration order. */
   addresses(): { address: string; port: number }[] {
     return this.listeners.map((l) => l.address());
-  }
-
-  /** Which way a recipient goes. Until remote transports exist, mail for other domains waits in the queue. */
-  route(address: string): RouteDecision {
-    const parsed = parseAddress(address);
-    if (parsed.ok && this.routing.recipients.isLocalDomain(parsed.mailbox.domain)) return { transport: this.routing.local };
-    return { defer: "no transport for remote delivery is configured in this version; the message stays queued" };
   }
 
   /**
@@ -88,7 +78,10 @@ export class Agent {
     const old = this.listeners;
     this.listeners = [];
     this.config = next;
+    const previous = this.routing;
     this.routing = routing;
+    this.qmgr.reconfigure(qmgrOptions(next, this.spool, this.log, routing));
+    previous.smtp.close();
     await Promise.all(old.map((l) => l.stop()));
     try {
       await this.openListeners(next);
@@ -104,6 +97,7 @@ export class Agent {
   async stop(): Promise<void> {
     await Promise.all(this.listeners.map((l) => l.stop()));
     await this.qmgr.stop();
+    this.routing.smtp.close();
     await this.spool.close();
     this.log.info("daemon stopped");
   }
@@ -133,10 +127,34 @@ export class Agent {
   }
 }
 
-async function buildRouting(config: AgentConfig, spool: Spool, log: MailLog, queued: (message: QueuedMessage) => void) {
+/** The parts that decide and carry out delivery, rebuilt on reload. */
+interface Routing {
+  recipients: LocalRecipients;
+  router: Router;
+  local: LocalDelivery;
+  smtp: SmtpTransport;
+  notifier: Notifier;
+}
+
+async function buildRouting(config: AgentConfig, spool: Spool, log: MailLog, queued: (message: QueuedMessage) => void): Promise<Routing> {
   const aliases = config.aliases ? await loadAliases(config.aliases) : null;
   const srs = new SenderRewriter({ secret: await loadOrCreateSrsSecret(spool.privateDir), domain: config.localDomains[0]! });
   const recipients = new LocalRecipients(config.localDomains, Object.keys(config.users), aliases, srs);
   const local = new LocalDelivery({ hostname: config.hostname, mailboxes: config.mailboxes, recipients, spool, log: log.component("local"), queued });
-  return { recipients, local };
+  const resolver = new MailResolver({ ...(config.dns.servers ? { servers: config.dns.servers } : {}), timeoutSeconds: config.dns.timeout });
+  const smtp = new SmtpTransport({ config, resolver, log: log.component("smtp") });
+  const notifier = new Notifier({ spool, hostname: config.hostname, log: log.component("bounce"), notifyPostmaster: config.queue.notifyPostmaster, queued });
+  return { recipients, router: new Router(config), local, smtp, notifier };
+}
+
+function qmgrOptions(config: AgentConfig, spool: Spool, log: MailLog, routing: Routing): QmgrOptions {
+  return {
+    spool,
+    log: log.component("qmgr"),
+    route: (recipient, sender) => routing.router.resolve(recipient, sender),
+    transports: { local: routing.local, mx: routing.smtp, smarthost: routing.smtp },
+    notifier: routing.notifier,
+    timing: config.queue,
+    concurrency: config.delivery.concurrency,
+  };
 }

@@ -52,6 +52,9 @@ export function parseAddress(address: string): ParsedAddress {
   if (local.startsWith('"')) {
     if (!/^"([^"\\]|\\.)*"$/.test(local) || local.length > 66) return { ok: false, flaw: "syntax" };
     if (/[@%!]/.test(local)) flaws.push("hidden-at");
+    // "alice"@example.net is alice@example.net (RFC 5321 section 4.1.2): quotes that protect nothing go.
+    const inner = local.slice(1, -1);
+    if (/^[A-Za-z0-9!#$&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$&'*+/=?^_`{|}~-]+)*$/.test(inner)) return { ok: true, mailbox: { local: inner, domain }, flaws };
   } else {
     if (local.length > 64 || !/^[^\s"(),:;<>@[\\\]]+$/.test(local) || local.startsWith(".") || local.endsWith(".") || local.includes("..")) {
       return { ok: false, flaw: "syntax" };

@@ -1,28 +1,32 @@
 /**
- * qmgr — the queue manager (Postfix qmgr(8)). Takes messages from active/, hands their pending
- * recipients to transports, records every outcome durably before acting on it, removes a message
- * once every recipient is done, and otherwise parks it in deferred/ with its next attempt time as
- * the file's mtime, as Postfix does. Messages whose time has come move back to active/.
+ * qmgr — the queue manager (Postfix qmgr(8)). Takes messages from active/, routes each pending
+ * recipient and walks its fallback chain, records outcomes durably before acting on them, has
+ * bounces, delay warnings and success notices sent, removes a message once every recipient is
+ * done, and otherwise parks it in deferred/ (or hold/) with its next attempt time as the file's
+ * mtime. When nothing can be reached it waits quietly and flushes the queue once something can.
  */
 import { readdir, stat, unlink, utimes } from "node:fs/promises";
 import type { EnvelopeRecipient } from "../../shared/envelope.js";
 import type { MailLog } from "../../shared/log.js";
+import type { Notifier } from "../bounce/notifier.js";
 import { CorruptQueueFile, moveQueueFile, openContent, readQueueFile, type QueuedMessage } from "../queue/queue-file.js";
 import { isQueueId } from "../queue/queue-id.js";
-import type { Spool } from "../queue/spool.js";
-import { appendStatus, isFinal, readStatus, removeStatus, type RecipientStatus } from "../queue/status-log.js";
+import type { QueueState, Spool } from "../queue/spool.js";
+import { appendStatus, isFinal, readStatus, removeStatus, type RecipientStatus, type StatusLog } from "../queue/status-log.js";
+import { routeName, type RouteChoice, type RouteStep } from "../router/router.js";
 import type { DeliveryResult, Transport } from "./transport.js";
 
-/** Where a recipient goes: a transport, or a reason it cannot go anywhere yet (deferred). */
-export type RouteDecision = { transport: Transport } | { defer: string };
-
-/** Retry timing (Postfix minimal_backoff_time, maximal_backoff_time, queue_run_delay). */
-export interface RetrySchedule {
-  /** Seconds before the first retry. */
+/** Retry and notification timing, in seconds (Postfix names in brackets). */
+export interface QueueTiming {
+  /** [minimal_backoff_time] */
   minBackoff: number;
-  /** Upper bound of the doubling backoff, seconds. */
+  /** [maximal_backoff_time] */
   maxBackoff: number;
-  /** How often deferred/ is scanned for messages that are due, seconds. */
+  /** [maximal_queue_lifetime] */
+  lifetime: number;
+  /** [delay_warning_time]; 0 = never. */
+  delayWarning: number;
+  /** [queue_run_delay] */
   scanInterval: number;
 }
 
@@ -30,26 +34,42 @@ export interface RetrySchedule {
 export interface QmgrOptions {
   spool: Spool;
   log: MailLog;
-  route(recipient: EnvelopeRecipient, message: QueuedMessage): RouteDecision;
-  retry: RetrySchedule;
+  route(recipient: string, sender: string): RouteChoice;
+  /** The transport for each kind of route step (`local`, `mx`, `smarthost`, `cloud`). */
+  transports: Partial<Record<RouteStep["kind"], Transport>>;
+  notifier: Notifier;
+  timing: QueueTiming;
   /** Messages in delivery at once. */
   concurrency: number;
   now?: () => number;
 }
 
+/** A recipient's result in this attempt, with the route step that produced it. */
+type Attempt = DeliveryResult & { time: number };
+
 /** The queue manager of one agent. */
 export class QueueManager {
   private readonly waiting: string[] = [];
   private readonly queued = new Set<string>();
+  private readonly running = new Map<string, Promise<void>>();
   /** Messages just committed by intake: their record is known and they have no status log yet. */
   private readonly fresh = new Map<string, QueuedMessage>();
-  private readonly running = new Map<string, Promise<void>>();
   private scanTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  private offline = false;
   private readonly now: () => number;
 
-  constructor(private readonly o: QmgrOptions) {
+  constructor(private o: QmgrOptions) {
     this.now = o.now ?? Date.now;
+  }
+
+  /** Take new routing, transports and timing (configuration reload). */
+  reconfigure(o: QmgrOptions): void {
+    this.o = o;
+    if (this.scanTimer) {
+      clearInterval(this.scanTimer);
+      this.startScanning();
+    }
   }
 
   /**
@@ -63,7 +83,11 @@ export class QueueManager {
       log.info(`${name}: removed unfinished queue file from incoming/`);
     }
     for (const name of (await readdir(spool.dir("active"))).sort()) this.enqueue(name);
-    this.scanTimer = setInterval(() => void this.scanDeferred(), this.o.retry.scanInterval * 1000);
+    this.startScanning();
+  }
+
+  private startScanning(): void {
+    this.scanTimer = setInterval(() => void this.scanDeferred(), this.o.timing.scanInterval * 1000);
     this.scanTimer.unref();
   }
 
@@ -83,8 +107,11 @@ export class QueueManager {
     this.pump();
   }
 
-  /** Move every deferred message whose retry time has come (or all, with `force`) back to active/. */
-  async scanDeferred(force = false): Promise<number> {
+  /**
+   * Move deferred messages back to active/: those whose retry time has come, or all of them
+   * with `force` (queue flush), or only the given ids / domain's messages.
+   */
+  async scanDeferred(force = false, only?: (message: QueuedMessage) => boolean): Promise<number> {
     const { spool, log } = this.o;
     let moved = 0;
     let names: string[];
@@ -94,10 +121,12 @@ export class QueueManager {
       log.warn(`cannot scan deferred queue: ${(err as Error).message}`);
       return 0;
     }
+    const now = this.now();
     for (const id of names) {
       if (this.stopped) break;
       try {
-        if (!force && (await stat(spool.file("deferred", id))).mtimeMs > this.now()) continue;
+        if (!force && (await stat(spool.file("deferred", id))).mtimeMs > now) continue;
+        if (only && !only(await readQueueFile(spool, "deferred", id))) continue;
         await moveQueueFile(spool, id, "deferred", "active");
         moved++;
         this.enqueue(id);
@@ -108,7 +137,7 @@ export class QueueManager {
     return moved;
   }
 
-  /** Resolves once nothing is waiting or being delivered (for tests and orderly shutdown). */
+  /** Resolves once nothing is waiting or being delivered (tests, orderly shutdown). */
   async idle(): Promise<void> {
     while (this.running.size > 0 || this.waiting.length > 0) {
       await Promise.allSettled([...this.running.values()]);
@@ -116,12 +145,21 @@ export class QueueManager {
     }
   }
 
+  /** Whether the last deliveries found nothing reachable. */
+  get isOffline(): boolean {
+    return this.offline;
+  }
+
   private pump(): void {
     while (!this.stopped && this.running.size < this.o.concurrency && this.waiting.length > 0) {
       const id = this.waiting.shift()!;
       this.queued.delete(id);
       const work = this.process(id)
-        .catch((err: Error) => this.o.log.error(`${id}: ${err.message}`))
+        .catch((err: Error) => {
+          // Storage trouble mid-pass (ENOSPC, EROFS): the message stays in active/ and is tried again later.
+          this.o.log.error(`${id}: ${err.message}; will try again in ${this.o.timing.minBackoff}s`);
+          setTimeout(() => this.enqueue(id), this.o.timing.minBackoff * 1000).unref();
+        })
         .finally(() => {
           this.running.delete(id);
           this.pump();
@@ -146,75 +184,169 @@ export class QueueManager {
       }
       throw err;
     }
-    const done = fresh ? new Map<string, RecipientStatus>() : await readStatus(spool, id);
-    const hadStatus = done.size > 0;
-    const pending = message.record.envelope.recipients.filter((r) => !isFinal(done.get(r.address)?.status ?? "deferred"));
-
+    const history: StatusLog = fresh ? { latest: new Map(), delayWarned: false } : await readStatus(spool, id);
+    const { envelope } = message.record;
+    const pending = envelope.recipients.filter((r) => !isFinal(history.latest.get(r.address)?.status ?? "deferred"));
     const started = this.now();
-    const byTransport = new Map<Transport, EnvelopeRecipient[]>();
-    const results: RecipientStatus[] = [];
-    for (const r of pending) {
-      const decision = this.o.route(r, message);
-      if ("defer" in decision) {
-        results.push({ recipient: r.address, status: "deferred", dsn: "4.3.0", relay: "none", detail: decision.defer, time: started });
-        continue;
-      }
-      const list = byTransport.get(decision.transport) ?? [];
-      list.push(r);
-      byTransport.set(decision.transport, list);
-    }
-    const attempts = [...byTransport].map(async ([transport, recipients]) => {
-      let outcome: DeliveryResult[];
-      try {
-        outcome = await transport.deliver({ message, recipients, content: () => openContent(spool, message) });
-      } catch (err) {
-        // A transport bug must not lose mail: treat it as a temporary failure of every recipient.
-        const detail = `${transport.name} transport failed: ${(err as Error).message}`;
-        outcome = recipients.map((r) => ({ recipient: r.address, status: "deferred", dsn: "4.3.0", relay: transport.name, detail }));
-      }
-      const finished = this.now();
-      for (const o of outcome) results.push({ ...o, time: finished });
-    });
-    await Promise.all(attempts);
 
-    for (const r of results) {
-      const delay = ((r.time - message.record.arrival) / 1000).toFixed(2);
-      const inQueue = ((started - message.record.arrival) / 1000).toFixed(2);
+    const { results, held } = await this.deliverPending(message, pending);
+    this.expire(message, results);
+    this.log(message, results, started);
+    for (const r of results.values()) history.latest.set(r.recipient, r);
+    this.noteReachability(results);
+
+    // Notices first, status second: a crash in between repeats a notice, never loses one.
+    await this.notify(message, results, history);
+
+    const unfinished = envelope.recipients.some((r) => !isFinal(history.latest.get(r.address)?.status ?? "deferred"));
+    if (!unfinished) {
+      // No sync: should the unlink be lost in a crash, the message is delivered again (a duplicate, never a loss).
+      await unlink(spool.file("active", id));
+      if (!fresh) await removeStatus(spool, id);
+      log.info(`${id}: removed`);
+      return;
+    }
+    // Final outcomes must be durable before the message waits, or they would be repeated;
+    // deferral reasons only serve the queue tools and need no fsync.
+    const entries = [...results.values()];
+    await appendStatus(spool, id, entries, entries.some((r) => isFinal(r.status)) || history.delayWarnedNow === true, history.delayWarnedNow);
+    await this.park(message, held ? "hold" : "deferred");
+  }
+
+  /** Route every pending recipient and walk its fallback chain; returns the last outcome of each. */
+  private async deliverPending(message: QueuedMessage, pending: EnvelopeRecipient[]): Promise<{ results: Map<string, Attempt>; held: boolean }> {
+    const results = new Map<string, Attempt>();
+    let held = false;
+    const chains = new Map<string, { choice: RouteChoice; recipients: EnvelopeRecipient[] }>();
+    for (const r of pending) {
+      const choice = this.o.route(r.address, message.record.envelope.sender);
+      const key = `${choice.domain}|${choice.steps.map(routeName).join(">")}`;
+      const chain = chains.get(key) ?? { choice, recipients: [] };
+      chain.recipients.push(r);
+      chains.set(key, chain);
+    }
+    await Promise.all(
+      [...chains.values()].map(async ({ choice, recipients }) => {
+        let left = recipients;
+        for (const step of choice.steps) {
+          if (left.length === 0) break;
+          if (step.kind === "hold") {
+            held = true;
+            for (const r of left) results.delete(r.address);
+            left = [];
+            break;
+          }
+          const outcomes = step.kind === "reject" ? rejectAll(left, step.text) : await this.attempt(message, left, step, choice.domain);
+          const time = this.now();
+          const next: EnvelopeRecipient[] = [];
+          for (const [i, o] of outcomes.entries()) {
+            results.set(o.recipient, { ...o, time });
+            // Only a temporary failure goes on to the fallback; a domain that does not exist still bounces.
+            if (o.status === "deferred") next.push(left[i]!);
+          }
+          left = next;
+        }
+      }),
+    );
+    return { results, held };
+  }
+
+  private async attempt(message: QueuedMessage, recipients: EnvelopeRecipient[], step: RouteStep, domain: string): Promise<DeliveryResult[]> {
+    const transport = this.o.transports[step.kind];
+    if (!transport) {
+      return recipients.map((r) => ({ recipient: r.address, status: "deferred", dsn: "4.3.5", relay: "none", detail: `no transport for route ${routeName(step)}` }));
+    }
+    try {
+      const outcomes = await transport.deliver({ message, recipients, step, domain, content: () => openContent(this.o.spool, message) });
+      const byRecipient = new Map(outcomes.map((o) => [o.recipient, o]));
+      return recipients.map(
+        (r) => byRecipient.get(r.address) ?? { recipient: r.address, status: "deferred", dsn: "4.3.0", relay: transport.name, detail: `${transport.name} transport gave no result` },
+      );
+    } catch (err) {
+      // A transport bug must not lose mail: every recipient is deferred and retried.
+      const detail = `${transport.name} transport failed: ${(err as Error).message}`;
+      return recipients.map((r) => ({ recipient: r.address, status: "deferred", dsn: "4.3.0", relay: transport.name, detail }));
+    }
+  }
+
+  /** Past the queue lifetime, a deferred recipient is returned to the sender (Postfix: status=expired). */
+  private expire(message: QueuedMessage, results: Map<string, Attempt>): void {
+    if (this.now() - message.record.arrival < this.o.timing.lifetime * 1000) return;
+    for (const [rcpt, r] of results) {
+      if (r.status !== "deferred") continue;
+      results.set(rcpt, { ...r, status: "bounced", detail: `message expired after ${formatAge(this.now() - message.record.arrival)} in the queue: ${r.detail}`, expired: true });
+    }
+  }
+
+  private log(message: QueuedMessage, results: Map<string, Attempt>, started: number): void {
+    const { id, arrival } = message.record;
+    for (const r of results.values()) {
+      const delay = ((r.time - arrival) / 1000).toFixed(2);
+      const inQueue = ((started - arrival) / 1000).toFixed(2);
       const attempt = ((r.time - started) / 1000).toFixed(2);
-      log.info(`${id}: to=<${r.recipient}>, relay=${r.relay}, delay=${delay}, delays=${inQueue}/0/0/${attempt}, dsn=${r.dsn}, status=${r.status} (${r.detail})`, {
+      const status = r.expired ? "expired, returned to sender" : r.status;
+      this.o.log.info(`${id}: to=<${r.recipient}>, relay=${r.relay}, delay=${delay}, delays=${inQueue}/0/0/${attempt}, dsn=${r.dsn}, status=${r.status === "bounced" && r.expired ? "expired" : r.status} (${r.detail})`, {
         queueId: id,
         to: r.recipient,
         relay: r.relay,
         delay: Number(delay),
         dsn: r.dsn,
-        status: r.status,
+        status,
       });
     }
-    for (const r of results) done.set(r.recipient, r);
-
-    const unfinished = message.record.envelope.recipients.some((r) => !isFinal(done.get(r.address)?.status ?? "deferred"));
-    if (!unfinished) {
-      // No sync: should the unlink be lost in a crash, the message is delivered again (a duplicate, never a loss).
-      await unlink(spool.file("active", id));
-      if (hadStatus) await removeStatus(spool, id);
-      log.info(`${id}: removed`);
-      return;
-    }
-    // Final outcomes must be durable before the message waits for a retry, or they would be repeated;
-    // deferrals are only the reason shown by the queue tools and need no fsync.
-    await appendStatus(spool, id, results, results.some((r) => isFinal(r.status)));
-    await this.defer(message);
   }
 
-  /** Park the message in deferred/ with its next attempt time as mtime (doubling with its age in the queue). */
-  private async defer(message: QueuedMessage): Promise<void> {
-    const { spool, retry } = this.o;
+  /** Offline when every attempt failed to reach anything; back online at the first success: flush. */
+  private noteReachability(results: Map<string, Attempt>): void {
+    const remote = [...results.values()].filter((r) => r.relay !== "local");
+    if (remote.length === 0) return;
+    const reachedSomething = remote.some((r) => !r.unreachable);
+    if (!reachedSomething && !this.offline) {
+      this.offline = true;
+      this.o.log.warn("no network: nothing could be reached; mail is deferred until a host answers again");
+    } else if (reachedSomething && this.offline) {
+      this.offline = false;
+      this.o.log.info("network is back: flushing the deferred queue");
+      void this.scanDeferred(true);
+    }
+  }
+
+  private async notify(message: QueuedMessage, results: Map<string, Attempt>, history: StatusLog): Promise<void> {
+    const byAddress = new Map(message.record.envelope.recipients.map((r) => [r.address, r]));
+    const failed = [...results.values()].filter((r) => r.status === "bounced");
+    if (failed.length > 0) await this.o.notifier.failure(message, failed.map((r) => ({ result: r, recipient: byAddress.get(r.recipient)! })));
+    const succeeded = [...results.values()].filter((r) => r.status === "sent" && byAddress.get(r.recipient)?.notify?.includes("SUCCESS") && !r.dsnOffered);
+    if (succeeded.length > 0) await this.o.notifier.success(message, succeeded.map((r) => ({ result: r, recipient: byAddress.get(r.recipient)! })));
+    const warning = this.o.timing.delayWarning;
+    const deferred = [...results.values()].filter((r) => r.status === "deferred");
+    if (warning > 0 && !history.delayWarned && deferred.length > 0 && this.now() - message.record.arrival >= warning * 1000) {
+      await this.o.notifier.delay(message, deferred.map((r) => ({ result: r, recipient: byAddress.get(r.recipient)! })), new Date(message.record.arrival + this.o.timing.lifetime * 1000));
+      history.delayWarned = true;
+      history.delayWarnedNow = true;
+    }
+  }
+
+  /** Park the message with its next attempt time as mtime: backoff doubles with its age in the queue. */
+  private async park(message: QueuedMessage, state: Extract<QueueState, "deferred" | "hold">): Promise<void> {
+    const { spool, timing } = this.o;
     const id = message.record.id;
     const now = this.now();
     const age = Math.max(0, (now - message.record.arrival) / 1000);
-    const backoff = Math.min(retry.maxBackoff, Math.max(retry.minBackoff, age));
+    const backoff = Math.min(timing.maxBackoff, Math.max(timing.minBackoff, age));
     const due = new Date(now + backoff * 1000);
     await utimes(spool.file("active", id), due, due);
-    await moveQueueFile(spool, id, "active", "deferred");
+    await moveQueueFile(spool, id, "active", state);
+    if (state === "hold") this.o.log.info(`${id}: hold: routed to the hold queue`);
   }
 }
+
+function rejectAll(recipients: EnvelopeRecipient[], text: string): DeliveryResult[] {
+  return recipients.map((r) => ({ recipient: r.address, status: "bounced", dsn: "5.7.1", relay: "none", detail: text }));
+}
+
+function formatAge(ms: number): string {
+  const h = ms / 3600_000;
+  return h >= 48 ? `${Math.round(h / 24)} days` : `${Math.round(h)} hours`;
+}
+
+export type { RecipientStatus };

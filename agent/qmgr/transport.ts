@@ -3,20 +3,30 @@
  * cloud): given a message and some of its recipients, try once and say what happened to each.
  */
 import type { EnvelopeRecipient } from "../../shared/envelope.js";
+import type { RouteStep } from "../router/router.js";
 import type { QueuedMessage } from "../queue/queue-file.js";
 import type { RecipientStatus } from "../queue/status-log.js";
 
 /** One delivery attempt handed to a transport. */
 export interface DeliveryRequest {
   message: QueuedMessage;
-  /** The recipients this transport is to try now; all share the same route. */
+  /** The recipients this transport is to try now; all share the same route step and domain. */
   recipients: EnvelopeRecipient[];
+  /** The way out being tried (a transport may serve several, e.g. `mx` and `smarthost:isp`). */
+  step: RouteStep;
+  /** The recipients' domain, lower case. */
+  domain: string;
   /** A fresh stream of the message content (CRLF line ends). */
   content(): NodeJS.ReadableStream;
 }
 
 /** The outcome for one recipient, before the queue manager stamps the time. */
-export type DeliveryResult = Omit<RecipientStatus, "time">;
+export type DeliveryResult = Omit<RecipientStatus, "time"> & {
+  /** Nothing could be reached (network or DNS down): the queue manager may consider itself offline. */
+  unreachable?: boolean;
+  /** The next hop offered DSN; without it, NOTIFY=SUCCESS gets a "relayed" notice from us. */
+  dsnOffered?: boolean;
+};
 
 /** A way out of the queue. A transport never throws for a recipient: it reports `deferred`. */
 export interface Transport {

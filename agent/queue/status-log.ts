@@ -20,6 +20,16 @@ export interface RecipientStatus {
   detail: string;
   /** Time of the attempt, milliseconds since the epoch. */
   time: number;
+  /** The recipient was bounced because the message outlived the queue lifetime. */
+  expired?: boolean;
+}
+
+/** What the status log says of a message: each recipient's latest outcome, and whether the sender was warned of the delay. */
+export interface StatusLog {
+  latest: Map<string, RecipientStatus>;
+  delayWarned: boolean;
+  /** Set by the queue manager when it sent the warning in this attempt (to be recorded). */
+  delayWarnedNow?: boolean;
 }
 
 /** True for outcomes after which the recipient needs nothing more. */
@@ -27,14 +37,19 @@ export function isFinal(status: RecipientStatus["status"]): boolean {
   return status !== "deferred";
 }
 
-/** Append outcomes to the status log of message `id`; with `durable`, fsynced before this resolves. */
-export async function appendStatus(spool: Spool, id: string, entries: RecipientStatus[], durable = true): Promise<void> {
-  if (entries.length === 0) return;
+/**
+ * Append outcomes (and, with `delayWarned`, the fact that the sender was warned) to the status
+ * log of message `id`; with `durable`, fsynced before this resolves.
+ */
+export async function appendStatus(spool: Spool, id: string, entries: RecipientStatus[], durable = true, delayWarned = false): Promise<void> {
+  const lines = entries.map((e) => JSON.stringify(e) + "\n");
+  if (delayWarned) lines.push(JSON.stringify({ event: "delay-warning" }) + "\n");
+  if (lines.length === 0) return;
   const fh = await open(spool.statusFile(id), "a", 0o600);
   let created = false;
   try {
     created = (await fh.stat()).size === 0;
-    await fh.writeFile(entries.map((e) => JSON.stringify(e) + "\n").join(""));
+    await fh.writeFile(lines.join(""));
     if (durable) await fh.sync();
   } finally {
     await fh.close();
@@ -43,26 +58,27 @@ export async function appendStatus(spool: Spool, id: string, entries: RecipientS
 }
 
 /** The latest outcome per recipient of message `id` (empty when nothing was attempted yet). */
-export async function readStatus(spool: Spool, id: string): Promise<Map<string, RecipientStatus>> {
-  const latest = new Map<string, RecipientStatus>();
+export async function readStatus(spool: Spool, id: string): Promise<StatusLog> {
+  const log: StatusLog = { latest: new Map(), delayWarned: false };
   let text: string;
   try {
     text = await readFile(spool.statusFile(id), "utf8");
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return latest;
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return log;
     throw err;
   }
   for (const line of text.split("\n")) {
     // A crash can leave a torn last line: it was never acted on, so it is ignored.
     if (!line) continue;
     try {
-      const entry = JSON.parse(line) as RecipientStatus;
-      latest.set(entry.recipient, entry);
+      const entry = JSON.parse(line) as RecipientStatus | { event: "delay-warning" };
+      if ("event" in entry) log.delayWarned = true;
+      else log.latest.set(entry.recipient, entry);
     } catch {
       continue;
     }
   }
-  return latest;
+  return log;
 }
 
 /** Remove the status log of a message that has left the queue. */

@@ -72,7 +72,7 @@ export class Smtpd {
     const { config, listener } = ctx;
     const options: SMTPServerOptions = {
       name: config.hostname,
-      banner: "ESMTP homerelay",
+      banner: "homerelay",
       secure: listener.tls === "implicit",
       disabledCommands: [...(listener.tls === "none" ? ["STARTTLS"] : []), ...(listener.role === "mx" ? ["AUTH"] : [])],
       key: ctx.tls.key,
@@ -240,6 +240,8 @@ export class Smtpd {
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Error | null {
     const { recipients } = this.ctx;
     const state = this.state(session);
+    // RFC 5321 section 4.5.1: a bare <postmaster> must be accepted; qualify it so every later step reads it alike.
+    if (address.address.toLowerCase() === "postmaster") address.address = `postmaster@${this.ctx.config.localDomains[0]}`;
     const rcpt = address.address;
     const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : "";
     const parsed = parseAddress(rcpt);

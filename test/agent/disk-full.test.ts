@@ -34,7 +34,7 @@ async function agentOnTmpfs(t: TestContext, limits: Record<string, number>): Pro
     mounted = true;
   } catch (err) {
     const stderr = (err as { stderr?: string }).stderr ?? "";
-    if (/permission denied|operation not permitted|must be superuser|EPERM/i.test(stderr)) {
+    if (/permission denied|operation not permitted|must be superuser|only root|EPERM/i.test(stderr)) {
       t.skip(`cannot mount a tmpfs for the spool here (needs root with CAP_SYS_ADMIN): ${stderr.trim()}`);
       return null;
     }

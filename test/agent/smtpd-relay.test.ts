@@ -2,24 +2,24 @@
 // and untrusted submission listeners, trusted relaying, unknown users at RCPT, and byte-exact alias delivery to Maildirs.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { startAgent, type AgentProcess } from "../support/agent-process.js";
+import { smtplibSend } from "../support/python-smtplib.js";
 import { SmtpDialog } from "../support/smtp-dialog.js";
 
 const HOSTNAME = "home.example.net";
 const ALIASES = "postmaster: root\nteam: alice, bob\n";
 
-/** The reply to each RCPT TO of one transaction from `sender`, keyed by the address as sent. */
-async function rcptReplies(port: number, recipients: string[], sender = "someone@remote.example"): Promise<Record<string, string>> {
+/** The reply to each RCPT TO of one transaction from a remote sender, keyed by the address as sent. */
+async function rcptReplies(port: number, recipients: string[]): Promise<Record<string, string>> {
   const { dialog, greeting } = await SmtpDialog.open(port);
   try {
     assert.equal(greeting.code, 220, greeting.text);
     assert.equal((await dialog.command("EHLO client.example")).code, 250);
-    const mail = await dialog.command(`MAIL FROM:<${sender}>`);
+    const mail = await dialog.command("MAIL FROM:<someone@remote.example>");
     assert.equal(mail.text, "250 2.1.0 Accepted");
     const replies: Record<string, string> = {};
     for (const rcpt of recipients) replies[rcpt] = (await dialog.command(`RCPT TO:<${rcpt}>`)).text;
@@ -65,34 +65,11 @@ async function assertMaildirHolds(agent: AgentProcess, mailbox: string, o: { sen
   assert.equal(stored, prepend + received[0] + o.original.toString("latin1").replaceAll("\r\n", "\n"));
 }
 
-/** After delivery the queue holds nothing of message `id`. */
+/** Message `id` is gone from the queue (delivered and removed). */
 async function assertNotQueued(agent: AgentProcess, id: string) {
   for (const state of ["incoming", "active", "deferred"]) {
     assert.ok(!(await readdir(join(agent.spool, state))).includes(id), `${id} still in ${state}/`);
   }
-}
-
-/** Send `message` with Python's smtplib; returns the replies to MAIL, RCPT and DATA as `code text`. */
-function smtplibSend(port: number, sender: string, rcpt: string, message: Buffer): Promise<string[]> {
-  const script = [
-    "import json, smtplib, sys",
-    "port, sender, rcpt = int(sys.argv[1]), sys.argv[2], sys.argv[3]",
-    "message = sys.stdin.buffer.read()",
-    "with smtplib.SMTP('127.0.0.1', port, local_hostname='client.example', timeout=30) as smtp:",
-    "    smtp.ehlo()",
-    "    replies = [smtp.mail(sender), smtp.rcpt(rcpt), smtp.data(message)]",
-    "print(json.dumps([f'{code} {text.decode()}' for code, text in replies]))",
-  ].join("\n");
-  return new Promise((resolve, reject) => {
-    const child = spawn("python3", ["-c", script, String(port), sender, rcpt], { stdio: ["pipe", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
-    child.once("error", reject);
-    child.once("exit", (code) => (code === 0 ? resolve(JSON.parse(out) as string[]) : reject(new Error(`python3 exited ${code}: ${err}`))));
-    child.stdin.end(message);
-  });
 }
 
 /** Poll until `path` exists, for at most `ms`. */
@@ -100,7 +77,7 @@ async function waitForFile(path: string, ms = 10_000): Promise<void> {
   const deadline = Date.now() + ms;
   for (;;) {
     try {
-      await readFile(path);
+      await stat(path);
       return;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT" || Date.now() > deadline) throw err;
@@ -287,7 +264,7 @@ describe("delivery into Maildirs", () => {
         "",
       ].join("\r\n"),
     );
-    const replies = await smtplibSend(home.ports[0]!, "bob@remote.example", "carol+lists@home.example.net", original);
+    const replies = await smtplibSend({ port: home.ports[0]!, sender: "bob@remote.example", recipient: "carol+lists@home.example.net", message: original });
     assert.equal(replies[0], "250 2.1.0 Accepted");
     assert.equal(replies[1], "250 2.1.5 Accepted");
     const id = queueIdOf(replies[2]!);

@@ -80,7 +80,7 @@ export async function pollUntil(what: string, check: () => Promise<boolean>, ms 
 
 /** A message with `token` in its Subject and body, padded with 76-character lines to about `size` bytes. */
 export function message(token: string, size = 0): string {
-  const head = `From: <${SENDER}>\r\nTo: <${LOCAL_RCPT}>\r\nSubject: ${token}\r\n\r\n${token}\r\n`;
+  const head = `From: <${SENDER}>\r\nSubject: ${token}\r\n\r\n${token}\r\n`;
   const line = "0123456789".repeat(7) + "abcdef\r\n";
   return head + line.repeat(Math.max(0, Math.ceil((size - head.length) / line.length)));
 }

@@ -1,0 +1,135 @@
+/**
+ * mx-delivery — direct delivery to a domain's mail exchangers (RFC 5321 section 5): MX hosts in
+ * preference order, each address in turn, the next host on connection failure or a 4xx, plaintext
+ * again after a failed handshake under the `may` TLS policy, bounces for null MX and NXDOMAIN.
+ * Used by the agent and by the cloud's `mx` transport.
+ */
+import type { Readable } from "node:stream";
+import type { Envelope, EnvelopeRecipient } from "../envelope.js";
+import type { MailResolver } from "../dns/resolver.js";
+import { SmtpSessionError, type RecipientOutcome, type SmtpClient, type SmtpTarget } from "./smtp-client.js";
+
+/** Opens sessions (possibly from a cache) and takes them back after use. */
+export interface SessionSource {
+  acquire(target: SmtpTarget): Promise<SmtpClient>;
+  /** Hand a session back; `reusable` is false after an error. */
+  release(client: SmtpClient, reusable: boolean): void;
+}
+
+/** One delivery to one domain: the message and its recipients, grouped into transactions. */
+export interface MxDeliveryRequest {
+  domain: string;
+  envelope: Envelope;
+  /** Recipients grouped so that each group shares its DSN parameters (one SMTP transaction each). */
+  transactions: EnvelopeRecipient[][];
+  content(): Readable;
+  size: number;
+}
+
+/** How to reach MX hosts. */
+export interface MxDeliveryOptions {
+  resolver: MailResolver;
+  port: number;
+  helo: string;
+  tls: "may" | "encrypt" | "verify";
+  ca?: SmtpTarget["ca"];
+  addressPreference: "ipv4" | "ipv6" | "any";
+  connectTimeout: number;
+  commandTimeout: number;
+  sessions: SessionSource;
+}
+
+/** Deliver to the MX hosts of `request.domain`; one outcome per recipient, never a throw. */
+export async function deliverViaMx(request: MxDeliveryRequest, o: MxDeliveryOptions): Promise<RecipientOutcome[]> {
+  const all = request.transactions.flat();
+  const everyone = (status: RecipientOutcome["status"], dsn: string, detail: string, unreachable = false): RecipientOutcome[] =>
+    all.map((r) => ({ recipient: r.address, status, dsn, relay: "none", detail, ...(unreachable ? { unreachable } : {}) }));
+
+  const mx = await o.resolver.resolveMx(request.domain);
+  if (mx.kind === "null-mx") return everyone("bounced", "5.1.10", `Domain ${request.domain} does not accept mail (nullMX)`);
+  if (mx.kind === "nxdomain") return everyone("bounced", "5.4.4", mx.reason);
+  if (mx.kind === "temporary") return everyone("deferred", "4.4.3", mx.reason, true);
+
+  const outcomes = new Map<string, RecipientOutcome>();
+  let pending = request.transactions.map((t) => [...t]).filter((t) => t.length > 0);
+  let lastError: { dsn: string; detail: string; unreachable: boolean } = { dsn: "4.4.1", detail: "no MX host could be reached", unreachable: true };
+
+  for (const host of mx.hosts) {
+    if (pending.length === 0) break;
+    const addresses = await o.resolver.resolveAddresses(host.exchange, o.addressPreference);
+    if (addresses.kind !== "ok") {
+      lastError = { dsn: addresses.kind === "nxdomain" ? "5.4.4" : "4.4.3", detail: addresses.reason, unreachable: true };
+      // A domain whose only (implicit) MX has no address does not exist for mail.
+      if (addresses.kind === "nxdomain" && mx.hosts.length === 1) return everyone("bounced", "5.4.4", addresses.reason);
+      continue;
+    }
+    for (const address of addresses.addresses) {
+      if (pending.length === 0) break;
+      const target: SmtpTarget = {
+        address,
+        port: o.port,
+        hostname: host.exchange,
+        tls: o.tls,
+        helo: o.helo,
+        connectTimeout: o.connectTimeout,
+        commandTimeout: o.commandTimeout,
+        ...(o.ca ? { ca: o.ca } : {}),
+      };
+      const session = await openSession(o.sessions, target);
+      if (session instanceof SmtpSessionError) {
+        lastError = { dsn: session.enhanced, detail: session.message, unreachable: session.unreachable };
+        // A 5xx greeting or EHLO means this host refuses us: try the next one, like any failure here.
+        continue;
+      }
+      const still: EnvelopeRecipient[][] = [];
+      let reusable = true;
+      let done = 0;
+      for (const transaction of pending) {
+        if (!session.usable) break;
+        const results = await session.send(request.envelope, transaction, request.content(), request.size);
+        done++;
+        const retry: EnvelopeRecipient[] = [];
+        for (const [i, r] of results.entries()) {
+          // A 4xx from one MX (greylisting, overload) is tried at the next; a 5xx is final.
+          if (r.status === "deferred") {
+            retry.push(transaction[i]!);
+            lastError = { dsn: r.dsn, detail: r.detail, unreachable: r.unreachable ?? false };
+            if (r.unreachable) reusable = false;
+          } else outcomes.set(r.recipient, r);
+        }
+        if (retry.length > 0) still.push(retry);
+      }
+      o.sessions.release(session, reusable && session.usable);
+      pending = [...still, ...pending.slice(done)];
+    }
+  }
+  for (const r of pending.flat()) {
+    outcomes.set(r.address, {
+      recipient: r.address,
+      status: "deferred",
+      dsn: lastError.dsn.startsWith("5") ? `4${lastError.dsn.slice(1)}` : lastError.dsn,
+      relay: "none",
+      detail: lastError.detail,
+      ...(lastError.unreachable ? { unreachable: true } : {}),
+    });
+  }
+  return all.map((r) => outcomes.get(r.address)!);
+}
+
+/** Open a session, retrying in plaintext when the `may` policy's TLS handshake fails (as Postfix does). */
+async function openSession(sessions: SessionSource, target: SmtpTarget): Promise<SmtpClient | SmtpSessionError> {
+  try {
+    return await sessions.acquire(target);
+  } catch (err) {
+    if (!(err instanceof SmtpSessionError)) throw err;
+    if (err.tlsFailure && target.tls === "may") {
+      try {
+        return await sessions.acquire({ ...target, tls: "none" });
+      } catch (again) {
+        if (again instanceof SmtpSessionError) return again;
+        throw again;
+      }
+    }
+    return err;
+  }
+}
