@@ -9,8 +9,11 @@ import { ConfigError, EX_CONFIG } from "../shared/config-file.js";
 import { createMailLog } from "../shared/log.js";
 import { configPath, loadAgentConfig } from "./config.js";
 import { AliasError } from "./local/aliases.js";
+import { SecretFileError } from "./smtp/smtp-transport.js";
 import { Agent, VERSION } from "./master.js";
 import { hashPassword } from "./smtpd/password.js";
+import { addQueueCommands } from "./commands/queue-command.js";
+import { addRoutesCommands } from "./commands/routes-command.js";
 
 // Queue files are fsynced on libuv's thread pool (read on first use, after these imports):
 // its default of four threads would serialize the fsyncs of ten clients.
@@ -50,7 +53,7 @@ program
       const e = err as NodeJS.ErrnoException;
       log.error(`fatal: ${e.message}`);
       log.flush();
-      process.exit(err instanceof AliasError ? EX_CONFIG : e.code === "EADDRINUSE" || e.code === "EACCES" ? EX_UNAVAILABLE : 1);
+      process.exit(err instanceof AliasError || err instanceof SecretFileError ? EX_CONFIG : e.code === "EADDRINUSE" || e.code === "EACCES" ? EX_UNAVAILABLE : 1);
     }
     let stopping = false;
     const stop = (signal: string) => {
@@ -87,5 +90,8 @@ program
     }
     process.stdout.write((await hashPassword(password)) + "\n");
   });
+
+addQueueCommands(program);
+addRoutesCommands(program);
 
 await program.parseAsync(process.argv);

@@ -18,6 +18,8 @@ import { Smtpd } from "./smtpd/smtpd.js";
 import { MailResolver } from "../shared/dns/resolver.js";
 import { Notifier } from "./bounce/notifier.js";
 import { Router } from "./router/router.js";
+import { controlSocketPath, serveControl } from "./control/control-socket.js";
+import { QueueControl } from "./control/queue-control.js";
 import { SmtpTransport } from "./smtp/smtp-transport.js";
 import { loadTlsIdentity } from "./tls/certificate.js";
 
@@ -27,6 +29,7 @@ export const VERSION = "0.1.0";
 /** A running agent. */
 export class Agent {
   private listeners: Smtpd[] = [];
+  private control: { close(): Promise<void> } | null = null;
   private constructor(
     private config: AgentConfig,
     private readonly log: MailLog,
@@ -51,6 +54,7 @@ export class Agent {
       throw err;
     }
     await qmgr.start();
+    agent.control = await serveControl(controlSocketPath(spool.privateDir), new QueueControl(spool, qmgr, log.component("postsuper")), log);
     log.info(`daemon started -- version ${VERSION}, configuration ${config.source}`);
     return agent;
   }
@@ -96,6 +100,7 @@ export class Agent {
   /** Stop listening, let open DATA transfers finish, wait for deliveries in progress. */
   async stop(): Promise<void> {
     await Promise.all(this.listeners.map((l) => l.stop()));
+    await this.control?.close();
     await this.qmgr.stop();
     this.routing.smtp.close();
     await this.spool.close();

@@ -87,7 +87,10 @@ export class QueueManager {
   }
 
   private startScanning(): void {
-    this.scanTimer = setInterval(() => void this.scanDeferred(), this.o.timing.scanInterval * 1000);
+    this.scanTimer = setInterval(() => {
+      void this.scanDeferred();
+      if (this.offline) void this.probe();
+    }, this.o.timing.scanInterval * 1000);
     this.scanTimer.unref();
   }
 
@@ -137,12 +140,28 @@ export class QueueManager {
     return moved;
   }
 
+  /** Offline: try the oldest deferred message now, to notice as soon as the network is back. */
+  private async probe(): Promise<void> {
+    const names = (await readdir(this.o.spool.dir("deferred")).catch(() => [] as string[])).filter(isQueueId).sort();
+    const oldest = names[0];
+    if (oldest === undefined) return;
+    await moveQueueFile(this.o.spool, oldest, "deferred", "active").then(
+      () => this.enqueue(oldest),
+      () => {},
+    );
+  }
+
   /** Resolves once nothing is waiting or being delivered (tests, orderly shutdown). */
   async idle(): Promise<void> {
     while (this.running.size > 0 || this.waiting.length > 0) {
       await Promise.allSettled([...this.running.values()]);
       await new Promise((r) => setImmediate(r));
     }
+  }
+
+  /** The message is waiting for or in delivery: the queue tools must not move it now. */
+  busy(id: string): boolean {
+    return this.queued.has(id) || this.running.has(id);
   }
 
   /** Whether the last deliveries found nothing reachable. */

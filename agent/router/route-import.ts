@@ -6,9 +6,8 @@
  * Each source keeps its own semantics: `[host]` (sendmail, Postfix) is a fixed relay, a bare host is
  * an MX lookup of that host (imported as a fixed relay, with a note), a qmail relay is always fixed,
  * an empty relay or nexthop is delivery by MX. Relays become smarthosts named after host and port;
- * port 465 means TLS from the first byte, any other port STARTTLS. All three programs pick the most
- * specific entry whatever the file order, so the routes are ordered so that a more specific entry
- * always comes before one that contains it, and `*` comes last.
+ * port 465 means TLS from the first byte, any other port STARTTLS. Routes keep the order of the file:
+ * like the three programs, homerelay's router picks the most specific entry whatever the order.
  */
 import { isIP } from "node:net";
 import { Document, isMap, isSeq, stringify } from "yaml";
@@ -33,6 +32,20 @@ export interface ImportedRoute {
   /** The bounce text of a `reject` route. */
   text?: string;
 }
+
+/** One entry of a table: the line it starts on, its key and its value. */
+interface Entry {
+  line: number;
+  key: string;
+  value: string;
+}
+
+/** How each format is split into entries, and how a value is read (`domain`: the entry's match). */
+const READERS: Record<RouteFormat, { entries(text: string, table: TableBuilder): Entry[]; parse(value: string, domain: string): Parsed }> = {
+  mailertable: { entries: sendmailEntries, parse: parseMailertable },
+  smtproutes: { entries: qmailEntries, parse: parseSmtproute },
+  transport: { entries: postfixEntries, parse: parseTransport },
+};
 
 /** The result of an import: configuration sections plus where they came from and what to check. */
 export interface ImportedRoutes {
@@ -75,7 +88,7 @@ type Target =
 /** A line's result: a target, or the reason it cannot be converted. */
 type Parsed = Target | { kind: "problem"; message: string };
 
-/** The matched domains of an entry: exact, subdomains (`.domain`) or everything. */
+/** An entry's `match` (`domain`, `.domain` or `*`) and the line it was read from. */
 interface Match {
   pattern: string;
   line: number;
@@ -112,12 +125,11 @@ const SENDMAIL_SMTP_MAILERS = new Set(["smtp", "esmtp", "smtp8", "dsmtp", "relay
  */
 export function importRoutes(text: string, format: RouteFormat, file: string): ImportedRoutes {
   const table = new TableBuilder(file, format);
-  const entries = format === "transport" ? postfixEntries(text, table) : format === "smtproutes" ? qmailEntries(text, table) : sendmailEntries(text, table);
-  for (const { line, key, value } of entries) {
-    const parse = format === "transport" ? parseTransport : format === "smtproutes" ? parseSmtproute : parseMailertable;
+  const { entries, parse } = READERS[format];
+  for (const { line, key, value } of entries(text, table)) {
     const match = parseKey(key, format);
     const target = parse(value, match ?? "");
-    if (match === null) table.problem(line, `"${key}" is not a domain, .domain${format === "transport" ? " or *" : ""}`);
+    if (match === null) table.problem(line, keyProblem(key, format));
     if (target.kind === "problem") table.problem(line, target.message);
     if (match !== null && target.kind !== "problem") table.add({ pattern: match, line }, target);
   }
@@ -142,12 +154,6 @@ export function routesToYaml(r: ImportedRoutes): string {
   return stringify(doc, { lineWidth: 0 });
 }
 
-/** One entry of a table: the line it starts on, its key and its value. */
-interface Entry {
-  line: number;
-  key: string;
-  value: string;
-}
 
 /** sendmail makemap input: `key value`, `#` comments and blank lines; `.` is the default entry. */
 function sendmailEntries(text: string, table: TableBuilder): Entry[] {
@@ -206,6 +212,13 @@ function parseKey(key: string, format: RouteFormat): string | null {
   if (format === "mailertable" && key === ".") return "*";
   if (format === "transport" && key === "*") return "*";
   return key !== "*" && MATCH.test(key) ? key.toLowerCase() : null;
+}
+
+/** Why `key` is no table key of `format`. */
+function keyProblem(key: string, format: RouteFormat): string {
+  if (format === "transport" && key.includes("@")) return `"${key}": address patterns cannot be converted, homerelay routes by domain`;
+  const others = { mailertable: ", .domain or . (everything else)", smtproutes: " or .domain (empty for everything else)", transport: ", .domain or *" };
+  return `"${key}" is not a domain${others[format]}`;
 }
 
 /** sendmail `mailer:host` — SMTP mailers, `local:[user]` and `error:...`. */
@@ -279,8 +292,9 @@ function parseSmtproute(value: string): Parsed {
   const hop = parseHost(colon < 0 ? value : value.slice(0, colon));
   if (!hop) return problem(`"${value}" is not relay[:port]`);
   if (colon >= 0) {
-    const port = parsePort(value.slice(colon + 1), false);
-    if (port === null) return problem(`"${value.slice(colon + 1)}" is not a port number`);
+    const portText = value.slice(colon + 1);
+    const port = parsePort(portText, false);
+    if (port === null) return problem(portText === "" ? `no port after "${value}"` : `"${portText}" is not a port number`);
     hop.port = port;
   }
   return { kind: "relay", hops: [{ ...hop, mxLookup: false }] };
@@ -372,7 +386,7 @@ class TableBuilder {
   private readonly smarthosts: Record<string, ImportedSmarthost> = {};
   /** `host:port` → smarthost name, so each relay becomes one smarthost. */
   private readonly names = new Map<string, string>();
-  private readonly routes: { match: Match; route: ImportedRoute }[] = [];
+  private readonly routes: ImportedRoute[] = [];
   private readonly seen = new Map<string, number>();
   private readonly notes: string[] = [];
   private readonly problems: { line: number; message: string }[] = [];
@@ -388,12 +402,12 @@ class TableBuilder {
 
   add(match: Match, target: Target): void {
     const first = this.seen.get(match.pattern);
-    if (first !== undefined) {
+    if (first === -1) {
       this.problem(match.line, `${match.pattern} is already routed on line ${first}`);
       return;
     }
     this.seen.set(match.pattern, match.line);
-    this.insert(match, this.route(match, target));
+    this.routes.push(this.route(match, target));
   }
 
   finish(): ImportedRoutes {
@@ -404,7 +418,7 @@ class TableBuilder {
     return {
       source: { file: this.file, format: this.format },
       smarthosts: this.smarthosts,
-      routes: this.routes.map((r) => r.route),
+      routes: this.routes,
       notes: this.notes,
     };
   }
@@ -449,19 +463,4 @@ class TableBuilder {
     this.smarthosts[name] = { host: hop.host, port: hop.port, tls: hop.port === IMPLICIT_TLS_PORT ? "implicit" : "starttls" };
     return name;
   }
-
-  /**
-   * Place a route before the first one that matches every domain it matches, so that whatever
-   * the order of the source file, a more specific route always comes first and `*` last.
-   */
-  private insert(match: Match, route: ImportedRoute): void {
-    const at = this.routes.findIndex((r) => contains(r.match.pattern, match.pattern));
-    this.routes.splice(at < 0 ? this.routes.length : at, 0, { match, route });
-  }
-}
-
-/** True when every domain `inner` matches is matched by `outer` too (and they differ). */
-function contains(outer: string, inner: string): boolean {
-  if (outer === "*") return inner !== "*";
-  return outer.startsWith(".") && inner !== outer && inner.endsWith(outer);
 }

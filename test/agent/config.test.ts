@@ -144,7 +144,7 @@ describe("agent --check-config", () => {
     const path = await file(["hostname: home.example.net", "listeners:", "  - role: mx", "    listen: 127.0.0.1:25", "    requireAuth: true", ""].join("\n"));
     const lines = errorLines(await check(path));
     assert.equal(lines.length, 1, lines.join("\n"));
-    assert.match(lines[0]!, new RegExp(`^${escape(path)}:5:\\d+: listeners\\.0\\.requireAuth: .*cannot require AUTH`));
+    assert.match(lines[0]!, new RegExp(`^${regexpEscape(path)}:5:\\d+: listeners\\.0\\.requireAuth: .*cannot require AUTH`));
   });
 
   test("a --config file that does not exist is a configuration error", async () => {
@@ -348,7 +348,7 @@ function byPlace(a: ConfigProblem, b: ConfigProblem): number {
 }
 
 /** A string for use inside a RegExp. */
-function escape(text: string): string {
+function regexpEscape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 

@@ -38,7 +38,10 @@ export interface AgentProcess {
  * Start an agent with `config` (merged over test defaults: spool and mailboxes in a temp dir,
  * one submission listener on 127.0.0.1:0). Paths in `files` are written into the dir first.
  */
-export async function startAgent(config: Record<string, unknown> = {}, options: { dir?: string; files?: Record<string, string | Buffer> } = {}): Promise<AgentProcess> {
+export async function startAgent(
+  config: Record<string, unknown> = {},
+  options: { dir?: string; files?: Record<string, string | Buffer>; env?: Record<string, string> } = {},
+): Promise<AgentProcess> {
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), "hr-agent-")));
   const full = {
     hostname: "home.example.net",
@@ -50,11 +53,16 @@ export async function startAgent(config: Record<string, unknown> = {}, options: 
   for (const [name, content] of Object.entries(options.files ?? {})) await writeFile(join(dir, name), content, { mode: 0o600 });
   const configFile = join(dir, "homerelay.yaml");
   await writeFile(configFile, stringify(full));
-  return launch(dir, configFile, full.spool as string, full.mailboxes as string);
+  return launch(dir, configFile, full.spool as string, full.mailboxes as string, options.env);
 }
 
-async function launch(dir: string, configFile: string, spool: string, mailboxes: string): Promise<AgentProcess> {
-  const child = spawn(process.execPath, [CLI, "agent", "--config", configFile], { stdio: ["ignore", "pipe", "pipe"], cwd: dir });
+async function launch(dir: string, configFile: string, spool: string, mailboxes: string, env?: Record<string, string>): Promise<AgentProcess> {
+  const child = spawn(process.execPath, [CLI, "agent", "--config", configFile], {
+    stdio: ["ignore", "pipe", "pipe"],
+    cwd: dir,
+    // Extra variables for the child (e.g. NODE_EXTRA_CA_CERTS), on top of the test's own environment.
+    ...(env ? { env: { ...process.env, ...env } } : {}),
+  });
   let output = "";
   const waiters = new Set<() => void>();
   const onData = (d: Buffer) => {
@@ -111,7 +119,7 @@ async function launch(dir: string, configFile: string, spool: string, mailboxes:
       if (running) child.kill("SIGKILL");
       await exited;
     },
-    restart: () => launch(dir, configFile, spool, mailboxes),
+    restart: () => launch(dir, configFile, spool, mailboxes, env),
     async cleanup() {
       if (running) child.kill("SIGKILL");
       await exited;
