@@ -177,6 +177,8 @@ const configSchema = z
     tls: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
     users: z.record(z.string().regex(/^[a-z0-9._-]{1,64}$/i, "expected an account name of letters, digits, . _ -"), userSchema).default({}),
     limits: limitsSchema.default(limitsSchema.parse({})),
+    /** SMTP intake processes (node:cluster), sharing the listeners; the queue manager runs once, in the main process. */
+    intakeProcesses: z.number().int().min(1).max(64).default(1),
     dns: dnsSchema.default(dnsSchema.parse({})),
     delivery: deliverySchema.default(deliverySchema.parse({})),
     queue: queueSchema.default(queueSchema.parse({})),

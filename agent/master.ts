@@ -36,17 +36,22 @@ export class Agent {
     readonly spool: Spool,
     readonly qmgr: QueueManager,
     private routing: Routing,
+    /** This process runs the SMTP listeners (false when intake processes run them). */
+    private readonly intake: boolean,
   ) {}
 
-  /** Start everything the configuration describes. Throws (and starts nothing) when a part cannot start. */
-  static async start(config: AgentConfig, log: MailLog): Promise<Agent> {
+  /**
+   * Start everything the configuration describes; with `intake: false`, everything but the SMTP
+   * listeners (they run in intake processes). Throws, and leaves nothing running, when a part cannot start.
+   */
+  static async start(config: AgentConfig, log: MailLog, options: { intake: boolean; announce: boolean } = { intake: true, announce: true }): Promise<Agent> {
     const spool = new Spool(config.spool);
     await spool.create();
     let agent: Agent | undefined;
     const queued = (message: QueuedMessage) => agent?.qmgr.enqueue(message.record.id, message);
     const routing = await buildRouting(config, spool, log, queued);
     const qmgr = new QueueManager(qmgrOptions(config, spool, log, routing));
-    agent = new Agent(config, log, spool, qmgr, routing);
+    agent = new Agent(config, log, spool, qmgr, routing, options.intake);
     try {
       await agent.openListeners(config);
     } catch (err) {
@@ -55,8 +60,13 @@ export class Agent {
     }
     await qmgr.start();
     agent.control = await serveControl(controlSocketPath(spool.privateDir), new QueueControl(spool, qmgr, log.component("postsuper")), log);
-    log.info(`daemon started -- version ${VERSION}, configuration ${config.source}`);
+    if (options.announce) agent.announce();
     return agent;
+  }
+
+  /** Log that the agent is up (once every intake process listens, when there are several). */
+  announce(): void {
+    this.log.info(`daemon started -- version ${VERSION}, configuration ${this.config.source}`);
   }
 
   /** The bound addresses of the listeners, in configuration order. */
@@ -108,27 +118,8 @@ export class Agent {
   }
 
   private async openListeners(config: AgentConfig): Promise<void> {
-    const tls = await loadTlsIdentity(config.tls, this.spool.privateDir, config.hostname);
-    const anvil = new Anvil();
-    const trustedNetworks = new NetworkList(config.trustedNetworks);
-    const smtpdLog = this.log.component("smtpd");
-    for (const listener of config.listeners) {
-      const smtpd = new Smtpd({
-        config,
-        listener,
-        spool: this.spool,
-        log: smtpdLog,
-        tls,
-        anvil,
-        trustedNetworks,
-        recipients: this.routing.recipients,
-        queued: (m) => this.qmgr.enqueue(m.record.id, m),
-      });
-      await smtpd.listen();
-      this.listeners.push(smtpd);
-      const bound = smtpd.address();
-      this.log.info(`listening on ${formatHostPort({ host: bound.address, port: bound.port })} (${listener.role}, tls ${listener.tls}${listener.requireAuth ? ", AUTH required" : ""})`);
-    }
+    if (!this.intake) return;
+    this.listeners = await openListeners(config, this.spool, this.log, this.routing.recipients, (m) => this.qmgr.enqueue(m.record.id, m));
   }
 }
 
@@ -142,9 +133,7 @@ interface Routing {
 }
 
 async function buildRouting(config: AgentConfig, spool: Spool, log: MailLog, queued: (message: QueuedMessage) => void): Promise<Routing> {
-  const aliases = config.aliases ? await loadAliases(config.aliases) : null;
-  const srs = new SenderRewriter({ secret: await loadOrCreateSrsSecret(spool.privateDir), domain: config.localDomains[0]! });
-  const recipients = new LocalRecipients(config.localDomains, Object.keys(config.users), aliases, srs);
+  const recipients = await localRecipients(config, spool);
   const local = new LocalDelivery({ hostname: config.hostname, mailboxes: config.mailboxes, recipients, spool, log: log.component("local"), queued });
   const resolver = new MailResolver({ ...(config.dns.servers ? { servers: config.dns.servers } : {}), timeoutSeconds: config.dns.timeout });
   const smtp = new SmtpTransport({ config, resolver, log: log.component("smtp") });
@@ -162,4 +151,33 @@ function qmgrOptions(config: AgentConfig, spool: Spool, log: MailLog, routing: R
     timing: config.queue,
     concurrency: config.delivery.concurrency,
   };
+}
+
+/** Open one smtpd per configured listener; on failure, closes what was opened and throws. */
+export async function openListeners(config: AgentConfig, spool: Spool, log: MailLog, recipients: LocalRecipients, queued: (message: QueuedMessage) => void): Promise<Smtpd[]> {
+  const tls = await loadTlsIdentity(config.tls, spool.privateDir, config.hostname);
+  const anvil = new Anvil();
+  const trustedNetworks = new NetworkList(config.trustedNetworks);
+  const smtpdLog = log.component("smtpd");
+  const opened: Smtpd[] = [];
+  try {
+    for (const listener of config.listeners) {
+      const smtpd = new Smtpd({ config, listener, spool, log: smtpdLog, tls, anvil, trustedNetworks, recipients, queued });
+      await smtpd.listen();
+      opened.push(smtpd);
+      const bound = smtpd.address();
+      log.info(`listening on ${formatHostPort({ host: bound.address, port: bound.port })} (${listener.role}, tls ${listener.tls}${listener.requireAuth ? ", AUTH required" : ""})`);
+    }
+  } catch (err) {
+    await Promise.all(opened.map((l) => l.stop()));
+    throw err;
+  }
+  return opened;
+}
+
+/** The local recipient table of a configuration (for intake processes, which need nothing else). */
+export async function localRecipients(config: AgentConfig, spool: Spool): Promise<LocalRecipients> {
+  const aliases = config.aliases ? await loadAliases(config.aliases) : null;
+  const srs = new SenderRewriter({ secret: await loadOrCreateSrsSecret(spool.privateDir), domain: config.localDomains[0]! });
+  return new LocalRecipients(config.localDomains, Object.keys(config.users), aliases, srs);
 }

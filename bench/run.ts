@@ -1,7 +1,8 @@
 /**
  * run — `npm run bench`: homerelay's performance figures, each next to a reference measured in
  * the same run on the same machine, printed as a table and written as JSON to bench/results/.
- * Intake: the agent vs a bare smtp-server that fsyncs each message (no greeting pause).
+ * Intake: the agent vs a bare smtp-server that fsyncs each message (no greeting pause); end to
+ * end: the agent relaying everything to an in-repo sink, vs the load generator straight into it.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -9,6 +10,7 @@ import { cpus, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { stringify } from "yaml";
+import { startSink } from "./smtp-sink.js";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const { values: args } = parseArgs({
@@ -80,15 +82,16 @@ async function peakRss<T>(pid: number, work: () => Promise<T>): Promise<{ result
   return { result, peakMb, startMb };
 }
 
-/** Run the load generator in its own process against `port`. */
-async function load(port: number, m: number, s: number, l: number, reuse: boolean): Promise<{ accepted: number; seconds: number; rate: number; failures: string[] }> {
+/** Run the load generator in its own process against `port`; `wall` includes its start-up. */
+async function load(port: number, m: number, s: number, l: number, reuse: boolean): Promise<{ accepted: number; seconds: number; rate: number; failures: string[]; wall: number }> {
   const argv = ["--import", "tsx", "bench/smtp-load.ts", "--port", String(port), "-m", String(m), "-s", String(s), "-l", String(l)];
   if (reuse) argv.push("--reuse");
+  const started = performance.now();
   const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"], cwd: ROOT });
   let out = "";
   child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
   await new Promise((r) => child.once("exit", r));
-  const result = JSON.parse(out) as { accepted: number; seconds: number; rate: number; failures: string[] };
+  const result = { ...(JSON.parse(out) as { accepted: number; seconds: number; rate: number; failures: string[] }), wall: (performance.now() - started) / 1000 };
   if (result.failures.length > 0) throw new Error(`load against port ${port} failed: ${result.failures.join("; ")}`);
   return result;
 }
@@ -103,6 +106,7 @@ async function main(): Promise<void> {
   };
   try {
     await mkdir(join(work, "ref"));
+    const sink = await startSink();
     const config = {
       hostname: "bench.example.net",
       spool: join(work, "spool"),
@@ -110,6 +114,8 @@ async function main(): Promise<void> {
       listeners: [{ role: "submission", listen: "127.0.0.1:0", tls: "none" }],
       localDomains: ["bench.example.net"],
       limits: { commandRate: 0, clientsPerAddress: 1000, messageSize: 32 * 1024 * 1024 },
+      smarthosts: { sink: { host: "127.0.0.1", port: sink.port, tls: "none" } },
+      routes: [{ match: "*", route: "smarthost:sink" }],
     };
     await writeFile(join(work, "agent.yaml"), stringify(config));
     const agent = await spawnServer("agent", ["dist/agent/cli.js", "agent", "--config", join(work, "agent.yaml")], /listening on 127\.0\.0\.1:(\d+)/, join(work, "agent.log"));
@@ -117,26 +123,36 @@ async function main(): Promise<void> {
 
     const table: string[][] = [];
     const workloads = [
-      { label: `intake 4 KiB, 10 sessions, 1 msg/connection`, key: "intake", l: 4096, reuse: false },
-      { label: `intake 4 KiB, 10 sessions, reused connections`, key: "intakeReuse", l: 4096, reuse: true },
-      { label: `intake 100 KiB, 10 sessions, 1 msg/connection`, key: "intake100k", l: 102400, reuse: false },
+      { label: "4 KiB, 10 sessions, 1 msg/connection", key: "intake", l: 4096, reuse: false },
+      { label: "4 KiB, 10 sessions, reused connections", key: "intakeReuse", l: 4096, reuse: true },
+      { label: "100 KiB, 10 sessions, 1 msg/connection", key: "intake100k", l: 102400, reuse: false },
     ];
     let agentPeak = 0;
     for (const w of workloads) {
       const m = w.l > 10000 ? Math.ceil(messages / 3) : messages;
-      const rates: Record<string, number[]> = { agent: [], reference: [] };
+      const rates = { agent: [] as number[], agentE2e: [] as number[], reference: [] as number[], ceiling: [] as number[] };
       for (let i = 0; i < repeats; i++) {
-        // Interleaved, so drift on a shared machine hits both alike.
-        for (const server of [agent, reference]) {
-          const { result, peakMb } = await peakRss(server.child.pid!, () => load(server.port, m, 10, w.l, w.reuse));
-          if (server === agent) agentPeak = Math.max(agentPeak, peakMb);
-          rates[server.name]!.push(result.rate);
-        }
+        // Interleaved, so drift on a shared machine hits every system alike.
+        const before = sink.count();
+        const t0 = performance.now();
+        const { result, peakMb } = await peakRss(agent.child.pid!, async () => {
+          const r = await load(agent.port, m, 10, w.l, w.reuse);
+          await sink.waitFor(before + m, 600_000);
+          return r;
+        });
+        const startup = result.wall - result.seconds;
+        rates.agent.push(result.rate);
+        rates.agentE2e.push(m / ((performance.now() - t0) / 1000 - startup));
+        agentPeak = Math.max(agentPeak, peakMb);
+        rates.reference.push((await load(reference.port, m, 10, w.l, w.reuse)).rate);
+        rates.ceiling.push((await load(sink.port, m, 10, w.l, w.reuse)).rate);
       }
-      const a = median(rates.agent!);
-      const r = median(rates.reference!);
-      results[w.key] = { messages: m, agent: rates.agent, reference: rates.reference, agentMedian: a, referenceMedian: r, ratio: a / r };
-      table.push([w.label, a.toFixed(0), r.toFixed(0), (a / r).toFixed(2)]);
+      const a = median(rates.agent);
+      const e = median(rates.agentE2e);
+      const r = median(rates.reference);
+      const c = median(rates.ceiling);
+      results[w.key] = { messages: m, ...rates, agentMedian: a, agentE2eMedian: e, referenceMedian: r, ceilingMedian: c, intakeRatio: a / r };
+      table.push([w.label, a.toFixed(0), e.toFixed(0), r.toFixed(0), (a / r).toFixed(2), c.toFixed(0)]);
     }
 
     // One 25 MB message: how much does the agent's RSS grow while it streams in?
@@ -146,12 +162,13 @@ async function main(): Promise<void> {
 
     await agent.stop();
     await reference.stop();
+    await sink.close();
 
     const out = [
       `homerelay bench — ${results.date as string}, ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, Node ${process.version}, medians of ${repeats}`,
       "",
-      "| workload | agent msg/s | bare smtp-server+fsync msg/s | ratio |",
-      "|---|---:|---:|---:|",
+      "| workload | agent accept msg/s | agent end-to-end msg/s | bare smtp-server+fsync accept msg/s | accept ratio | load → sink ceiling msg/s |",
+      "|---|---:|---:|---:|---:|---:|",
       ...table.map((row) => `| ${row.join(" | ")} |`),
       "",
       `agent peak RSS during intake: ${agentPeak.toFixed(0)} MB`,

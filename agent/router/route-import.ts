@@ -33,20 +33,6 @@ export interface ImportedRoute {
   text?: string;
 }
 
-/** One entry of a table: the line it starts on, its key and its value. */
-interface Entry {
-  line: number;
-  key: string;
-  value: string;
-}
-
-/** How each format is split into entries, and how a value is read (`domain`: the entry's match). */
-const READERS: Record<RouteFormat, { entries(text: string, table: TableBuilder): Entry[]; parse(value: string, domain: string): Parsed }> = {
-  mailertable: { entries: sendmailEntries, parse: parseMailertable },
-  smtproutes: { entries: qmailEntries, parse: parseSmtproute },
-  transport: { entries: postfixEntries, parse: parseTransport },
-};
-
 /** The result of an import: configuration sections plus where they came from and what to check. */
 export interface ImportedRoutes {
   /** The file and format read, for the header of `routesToYaml`. */
@@ -117,6 +103,20 @@ const EXIT_NAMES = new Set([
   "oserr", "osfile", "cantcreat", "ioerr", "tempfail", "protocol", "noperm", "config",
 ]);
 const SENDMAIL_SMTP_MAILERS = new Set(["smtp", "esmtp", "smtp8", "dsmtp", "relay"]);
+
+/** One entry of a table: the line it starts on, its key and its value. */
+interface Entry {
+  line: number;
+  key: string;
+  value: string;
+}
+
+/** How each format is split into entries, and how a value is read (`domain`: the entry's match). */
+const READERS: Record<RouteFormat, { entries(text: string, table: TableBuilder): Entry[]; parse(value: string, domain: string): Parsed }> = {
+  mailertable: { entries: sendmailEntries, parse: parseMailertable },
+  smtproutes: { entries: qmailEntries, parse: parseSmtproute },
+  transport: { entries: postfixEntries, parse: parseTransport },
+};
 
 /**
  * Convert the routing table `text` in `format` into smarthosts and routes. `file` names the source
@@ -402,7 +402,7 @@ class TableBuilder {
 
   add(match: Match, target: Target): void {
     const first = this.seen.get(match.pattern);
-    if (first === -1) {
+    if (first !== undefined) {
       this.problem(match.line, `${match.pattern} is already routed on line ${first}`);
       return;
     }

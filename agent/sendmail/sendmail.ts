@@ -233,8 +233,9 @@ async function enqueue(inv: Invocation, io: SendmailIo): Promise<number> {
   let sender: string | undefined;
   if (inv.sender !== undefined) {
     // As in Postfix, -f takes the first address of what it is given: `Name <addr>`, `<>` (null sender).
-    sender = parseAddressList(inv.sender).addresses[0] ?? "";
-    if (sender !== "" && !valid(sender)) throw new Fatal(EX_DATAERR, `bad sender address syntax: ${inv.sender}`);
+    const { addresses, invalid } = parseAddressList(inv.sender);
+    sender = addresses[0] ?? "";
+    if (invalid.length > 0 || (sender !== "" && !valid(sender))) throw new Fatal(EX_DATAERR, `bad sender address syntax: ${JSON.stringify(inv.sender)}`);
   }
   const recipients: string[] = [];
   for (const arg of inv.recipients) {

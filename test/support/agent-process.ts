@@ -36,7 +36,8 @@ export interface AgentProcess {
 
 /**
  * Start an agent with `config` (merged over test defaults: spool and mailboxes in a temp dir,
- * one submission listener on 127.0.0.1:0). Paths in `files` are written into the dir first.
+ * one submission listener on 127.0.0.1:0). Paths in `files` are written into the dir first;
+ * `env` adds variables to the child's environment.
  */
 export async function startAgent(
   config: Record<string, unknown> = {},
