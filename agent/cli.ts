@@ -6,9 +6,12 @@
  */
 import { Command } from "commander";
 import { runAgent } from "./commands/agent-command.js";
-import { addQueueCommands } from "./commands/queue-command.js";
+import { basename } from "node:path";
+import { configOrExit } from "./commands/load-config.js";
+import { addQueueCommands, controlAgent, printQueue } from "./commands/queue-command.js";
 import { addRoutesCommands } from "./commands/routes-command.js";
 import { VERSION } from "./master.js";
+import { runSendmail, sendmailConfigOption } from "./sendmail/sendmail.js";
 import { hashPassword } from "./smtpd/password.js";
 
 // Queue files are fsynced on libuv's thread pool (read on first use, after these imports):
@@ -40,5 +43,29 @@ program
 
 addQueueCommands(program);
 addRoutesCommands(program);
+program
+  .command("sendmail")
+  .description("sendmail(1)-compatible submission: message on stdin, -t, -i, -f, -F, -bp, -q (install as /usr/sbin/sendmail)")
+  .allowUnknownOption();
+
+// sendmail's options (-oi, -f addr, -bp …) are not commander's: dispatch before it parses.
+const invokedAs = basename(process.argv[1] ?? "");
+const sendmailArgs =
+  process.argv[2] === "sendmail" ? process.argv.slice(3) : invokedAs === "sendmail" ? process.argv.slice(2) : invokedAs === "mailq" ? ["-bp", ...process.argv.slice(2)] : null;
+if (sendmailArgs) {
+  const file = sendmailConfigOption(sendmailArgs);
+  const config = configOrExit(file);
+  process.exit(
+    await runSendmail(sendmailArgs, {
+      stdin: process.stdin,
+      stderr: process.stderr,
+      env: process.env,
+      spool: config.spool,
+      hostname: config.hostname,
+      limits: { messageSize: config.limits.messageSize, lineLength: config.limits.lineLength },
+      queue: (mode) => (mode === "list" ? printQueue(file, false) : controlAgent(file, { op: "flush" })),
+    }),
+  );
+}
 
 await program.parseAsync(process.argv);

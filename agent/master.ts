@@ -20,6 +20,8 @@ import { Notifier } from "./bounce/notifier.js";
 import { Router } from "./router/router.js";
 import { controlSocketPath, serveControl } from "./control/control-socket.js";
 import { QueueControl } from "./control/queue-control.js";
+import { HEADER_SIZE_LIMIT } from "./pickup/maildrop.js";
+import { Pickup } from "./pickup/pickup.js";
 import { SmtpTransport } from "./smtp/smtp-transport.js";
 import { loadTlsIdentity } from "./tls/certificate.js";
 
@@ -30,6 +32,7 @@ export const VERSION = "0.1.0";
 export class Agent {
   private listeners: Smtpd[] = [];
   private control: { close(): Promise<void> } | null = null;
+  private pickup: Pickup | null = null;
   private constructor(
     private config: AgentConfig,
     private readonly log: MailLog,
@@ -59,6 +62,17 @@ export class Agent {
       throw err;
     }
     await qmgr.start();
+    // Mail dropped by `homerelay sendmail` (also while the agent was stopped) is picked up here, never in intake processes.
+    agent.pickup = new Pickup({
+      spool,
+      hostname: config.hostname,
+      log: log.component("pickup"),
+      queued,
+      lineLength: config.limits.lineLength,
+      hopLimit: config.limits.hopCount,
+      headerSize: HEADER_SIZE_LIMIT,
+    });
+    await agent.pickup.start();
     agent.control = await serveControl(controlSocketPath(spool.privateDir), new QueueControl(spool, qmgr, log.component("postsuper")), log);
     if (options.announce) agent.announce();
     return agent;
@@ -111,6 +125,7 @@ export class Agent {
   async stop(): Promise<void> {
     await Promise.all(this.listeners.map((l) => l.stop()));
     await this.control?.close();
+    await this.pickup?.stop();
     await this.qmgr.stop();
     this.routing.smtp.close();
     await this.spool.close();

@@ -7,7 +7,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { chmod, mkdir, open, rename, unlink } from "node:fs/promises";
+import { chmod, mkdir, open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { Headers } from "mailsplit";
@@ -102,8 +102,8 @@ export async function writeDropFile(spool: string, entry: Omit<DropEntry, "v" | 
   try {
     await fh.chmod(DROP_FILE_MODE);
     const record: DropEntry = { v: 1, ...entry, time: Date.now() };
-    await fh.write(JSON.stringify(record) + "\n");
-    for await (const chunk of content as AsyncIterable<Buffer>) await fh.write(chunk);
+    await writeAll(fh, Buffer.from(JSON.stringify(record) + "\n"));
+    for await (const chunk of content as AsyncIterable<Buffer>) await writeAll(fh, chunk);
     await fh.sync();
     closed = true;
     await fh.close();
@@ -120,6 +120,14 @@ export async function writeDropFile(spool: string, entry: Omit<DropEntry, "v" | 
     if (!closed) await fh.close().catch(() => {});
     await unlink(temp).catch(() => {});
     throw err;
+  }
+}
+
+/** Write all of `data`: a write that fills the disk returns short, and only the next one fails with ENOSPC. */
+async function writeAll(fh: FileHandle, data: Buffer): Promise<void> {
+  for (let offset = 0; offset < data.length; ) {
+    const { bytesWritten } = await fh.write(data, offset, data.length - offset);
+    offset += bytesWritten;
   }
 }
 

@@ -192,7 +192,8 @@ export class Pickup {
     const user = await lookupUser(owner);
     const userName = user?.name ?? String(owner);
     const ownAddress = `${userName}@${hostname}`;
-    const given = entry.sender ?? userName;
+    // What the file says goes into log lines: without control characters, which could forge lines.
+    const given = printable(entry.sender ?? userName);
     const refused = (reason: string) => `uid=${owner} from=<${given}>: ${reason}`;
 
     let sender = entry.sender === undefined ? ownAddress : qualify(entry.sender, hostname);
@@ -203,7 +204,7 @@ export class Pickup {
     }
     const recipients = entry.recipients.map((r) => qualify(r, hostname));
     const bad = recipients.find((r) => !parseAddress(r).ok);
-    if (bad !== undefined) return refused(`bad recipient address syntax <${bad}>`);
+    if (bad !== undefined) return refused(`bad recipient address syntax <${printable(bad)}>`);
 
     const content = toCrlf(drop.content)[Symbol.asyncIterator]();
     const split = await splitHeader(content, this.o.headerSize);
@@ -223,7 +224,7 @@ export class Pickup {
     headers.remove("bcc");
     headers.remove("resent-bcc");
     if (!headers.hasHeader("from")) {
-      const fullName = (entry.fullName ?? user?.gecos.split(",")[0] ?? "").replace(/[\x00-\x1f\x7f]/g, "").trim();
+      const fullName = printable(entry.fullName ?? user?.gecos.split(",")[0] ?? "", "").trim();
       headers.add("From", fromValue(fullName, sender || `MAILER-DAEMON@${hostname}`), headers.getList().length);
     }
     const unique = [...new Map(recipients.map((r) => [mailboxKey(r), r])).values()];
@@ -307,6 +308,11 @@ function fromValue(fullName: string, address: string): string {
       ? fullName
       : quoteString(fullName);
   return `${phrase} <${address}>`;
+}
+
+/** `text` without control characters (each replaced by `by`). */
+function printable(text: string, by = "?"): string {
+  return text.replace(/[\x00-\x1f\x7f]/g, by);
 }
 
 /** Recipients are the same when local parts match exactly and domains case-insensitively. */

@@ -8,16 +8,15 @@ import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import { Readable, Writable } from "node:stream";
 import { promisify } from "node:util";
+import { stringify } from "yaml";
 import type { MailLog } from "../../shared/log.js";
-import { LocalDelivery } from "../../agent/local/local.js";
-import { LocalRecipients } from "../../agent/local/local-recipients.js";
-import { SenderRewriter } from "../../agent/local/srs.js";
+import { loadAgentConfig } from "../../agent/config.js";
+import { Agent } from "../../agent/master.js";
 import { HEADER_SIZE_LIMIT } from "../../agent/pickup/maildrop.js";
 import { Pickup, type PickupOptions } from "../../agent/pickup/pickup.js";
-import { QueueManager } from "../../agent/qmgr/qmgr.js";
 import { openContent, readQueueFile, type QueuedMessage } from "../../agent/queue/queue-file.js";
 import { Spool } from "../../agent/queue/spool.js";
-import { runSendmail, type QueueCommand } from "../../agent/sendmail/sendmail.js";
+import { runSendmail, sendmailConfigOption, type QueueCommand } from "../../agent/sendmail/sendmail.js";
 import { maildirMessages, pollUntil } from "../support/queue-durability.js";
 
 const run = promisify(execFile);
@@ -237,8 +236,12 @@ describe("homerelay sendmail", () => {
       ["-t", "-i", "-fwww@example.org"], // PHP mail() with sendmail_path = "sendmail -t -i" and -f
       ["-odi", "-U", "-v", "-G", "-R", "hdrs", "-h", "30", "-L", "git", "-Am", "-ti", "-N", "never", "-V", "env-1", "bob@example.org"],
     ];
+    assert.equal(sendmailConfigOption(["-C", "/etc/homerelay/homerelay.yaml", "-t"]), "/etc/homerelay/homerelay.yaml", "-C names the configuration for the CLI");
+    assert.equal(sendmailConfigOption(["-i", "-C/srv/hr.yaml", "alice"]), "/srv/hr.yaml");
+    assert.equal(sendmailConfigOption(["-i", "alice", "-C/srv/hr.yaml"]), undefined, "after the first recipient it is a recipient");
+    invocations.push(["-C", "/etc/homerelay/homerelay.yaml", "-oi", "bob@example.org"]);
     for (const args of invocations) assert.deepEqual(await sendmail(spool, args, "To: bob@example.org\n\nx\n"), { status: 0, stderr: "" }, args.join(" "));
-    assert.equal((await maildrop(spool)).length, 5);
+    assert.equal((await maildrop(spool)).length, 6);
   });
 
   test("-N, -V and -B reach the queued envelope", async () => {
@@ -276,8 +279,8 @@ describe("homerelay sendmail", () => {
   test("a spool that cannot be created: 73 EX_CANTCREAT", async () => {
     const spool = await freshSpool();
     await mkdir(join(spool, ".."), { recursive: true });
-    await writeFile(spool, "a file where the spool should be");
-    const result = await sendmail(spool, ["alice"], "x\n");
+    await writeFile(spool, "a file where a directory should be");
+    const result = await sendmail(join(spool, "spool"), ["alice"], "x\n");
     assert.equal(result.status, 73);
     assert.match(result.stderr, /^homerelay sendmail: cannot write the message to .*\/maildrop: ENOTDIR: /);
   });
@@ -476,26 +479,33 @@ describe("pickup", () => {
 
   test("mail dropped while the agent is stopped is delivered to the Maildir once it starts", async () => {
     const root = await freshSpool();
-    const mailboxes = join(root, "..", "mail");
+    const dir = join(root, "..", "..");
+    const mailboxes = join(dir, "mail");
     assert.equal((await sendmail(root, ["-i", "alice"], "Subject: while stopped\n\nqueued by nobody yet\n")).status, 0);
     assert.equal((await maildrop(root)).length, 1);
 
-    // What the agent starts: spool, queue manager with local delivery, pickup.
-    const spool = new Spool(root);
-    await spool.create();
+    // The agent's queue manager and local delivery in this process, with pickup handing it what it queues.
+    const configFile = join(dir, "homerelay.yaml");
+    await writeFile(configFile, stringify({ hostname: HOSTNAME, spool: root, mailboxes, localDomains: [HOSTNAME], users: { alice: { cramMd5Secret: "unused here" } } }));
+    const config = loadAgentConfig(configFile);
     const log = memoryLog();
-    const recipients = new LocalRecipients([HOSTNAME], ["alice"], null, new SenderRewriter({ secret: "test secret", domain: HOSTNAME }));
-    let qmgr: QueueManager | undefined = undefined;
-    const queued = (m: QueuedMessage) => qmgr!.enqueue(m.record.id, m);
-    const local = new LocalDelivery({ hostname: HOSTNAME, mailboxes, recipients, spool, log, queued });
-    qmgr = new QueueManager({ spool, log, route: () => ({ transport: local }), retry: { minBackoff: 300, maxBackoff: 4000, scanInterval: 60 }, concurrency: 4 });
-    await qmgr.start();
-    const pickup = new Pickup({ spool, hostname: HOSTNAME, log, queued, lineLength: 998, hopLimit: 50, headerSize: HEADER_SIZE_LIMIT });
-    await pickup.start();
-    await qmgr.idle();
-    await pickup.stop();
-    await qmgr.stop();
-    await spool.close();
+    const agent = await Agent.start(config, log, { intake: false, announce: false });
+    const pickup = new Pickup({
+      spool: agent.spool,
+      hostname: config.hostname,
+      log,
+      queued: (m) => agent.qmgr.enqueue(m.record.id, m),
+      lineLength: config.limits.lineLength,
+      hopLimit: config.limits.hopCount,
+      headerSize: HEADER_SIZE_LIMIT,
+    });
+    try {
+      await pickup.start();
+      await agent.qmgr.idle();
+    } finally {
+      await pickup.stop();
+      await agent.stop();
+    }
 
     const delivered = [...(await maildirMessages(mailboxes, "alice")).values()];
     assert.equal(delivered.length, 1, log.lines.join("\n"));

@@ -11,15 +11,22 @@ import { parse, stringify } from "yaml";
 import { startAgent, type AgentProcess } from "../support/agent-process.js";
 import { SmtpDialog } from "../support/smtp-dialog.js";
 
-/** Does a TCP connection to `port` get refused? (An accepted one is closed again at once.) */
-function refused(port: number): Promise<boolean> {
+/**
+ * What happens to a new TCP connection to `port`: refused, accepted (closed again at once), or reset
+ * (it reached the backlog just as the listening socket closed).
+ */
+function tryConnect(port: number): Promise<"refused" | "accepted" | "reset"> {
   return new Promise((resolveOutcome, reject) => {
     const socket = connect({ port, host: "127.0.0.1" });
     socket.once("connect", () => {
       socket.destroy();
-      resolveOutcome(false);
+      resolveOutcome("accepted");
     });
-    socket.once("error", (err: NodeJS.ErrnoException) => (err.code === "ECONNREFUSED" ? resolveOutcome(true) : reject(err)));
+    socket.once("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "ECONNREFUSED") resolveOutcome("refused");
+      else if (err.code === "ECONNRESET") resolveOutcome("reset");
+      else reject(err);
+    });
   });
 }
 
@@ -60,9 +67,9 @@ describe("SIGTERM", () => {
     agent.child.kill("SIGTERM");
     await agent.waitForLog(/terminating on signal SIGTERM/, 10_000, mark);
     const deadline = Date.now() + 5_000;
-    let isRefused = await refused(port);
-    while (!isRefused && Date.now() < deadline) isRefused = await refused(port);
-    assert.ok(isRefused, "new connections are still accepted after SIGTERM");
+    let outcome = await tryConnect(port);
+    while (outcome !== "refused" && Date.now() < deadline) outcome = await tryConnect(port);
+    assert.equal(outcome, "refused", "new connections are still accepted after SIGTERM");
     assert.equal(agent.child.exitCode, null, "the agent exited with a message still in DATA");
 
     sending.write("second half, sent after SIGTERM\r\n.\r\n");

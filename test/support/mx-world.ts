@@ -1,7 +1,7 @@
 /**
  * mx-world — a loopback mail world for the agent's remote delivery tests: MX hosts (smtp-server) on
  * 127.0.0.2, 127.0.0.3, … sharing one port, each switchable at run time (accept, defer, reject,
- * hang, drop mid-DATA, STARTTLS with a self-signed, CA-signed, misnamed or broken certificate,
+ * hang, drop mid-DATA, STARTTLS with a self-signed, CA-signed or misnamed certificate or a failing handshake,
  * AUTH CRAM-MD5 required), a DNS zone served by dns-server.ts, a test CA, and the helpers to
  * submit mail to an agent and read its delivery log, its spool and its Maildirs.
  */
@@ -27,8 +27,8 @@ export interface Reply {
 
 /**
  * STARTTLS as an MX host offers it: not at all, with a self-signed certificate for its name, with
- * one signed by the world's CA for its name, with a CA-signed one for another name, or with no
- * certificate at all, so that every handshake fails.
+ * one signed by the world's CA for its name, with a CA-signed one for another name, or offered
+ * but every handshake failing (the host speaks only TLS 1.0 and 1.1, which the agent refuses).
  */
 export type TlsMode = "none" | "self-signed" | "ca-signed" | "wrong-name" | "broken";
 
@@ -104,14 +104,14 @@ async function makeServerCert(name: string, ca?: Pem): Promise<Pem> {
 
 /** One MX host of the world. */
 export class MxHost {
-  behaviour: MxBehaviour = structuredClone(ACCEPT);
+  private current: MxBehaviour = structuredClone(ACCEPT);
   /** Messages accepted, in order. */
   readonly messages: ReceivedMessage[] = [];
   /** TCP connections accepted since the last reset. */
   connections = 0;
   private accepted = 0;
   private readonly ordinals = new Map<string, { ordinal: number; socket: Socket }>();
-  private readonly contexts: Record<Exclude<TlsMode, "none">, SecureContext>;
+  private readonly contexts: Record<TlsMode, SecureContext>;
   readonly server: SMTPServer;
 
   constructor(
@@ -120,17 +120,17 @@ export class MxHost {
     certs: { selfSigned: Pem; caSigned: Pem; wrongName: Pem },
   ) {
     this.contexts = {
+      none: createSecureContext(certs.selfSigned),
       "self-signed": createSecureContext(certs.selfSigned),
       "ca-signed": createSecureContext(certs.caSigned),
       "wrong-name": createSecureContext(certs.wrongName),
-      // No certificate at all: the server cannot complete any handshake.
-      broken: createSecureContext({}),
+      // Only TLS 1.0 and 1.1, which no client of ours speaks: every handshake fails.
+      broken: createSecureContext({ ...certs.selfSigned, minVersion: "TLSv1", maxVersion: "TLSv1.1" }),
     };
     this.server = new SMTPServer({
       name,
       key: certs.selfSigned.key,
       cert: certs.selfSigned.cert,
-      SNICallback: (_servername, cb) => cb(null, this.contexts[this.behaviour.tls === "none" ? "self-signed" : this.behaviour.tls]),
       authMethods: ["CRAM-MD5"],
       authOptional: true,
       hideDSN: false,
@@ -162,9 +162,15 @@ export class MxHost {
     });
   }
 
+  get behaviour(): Readonly<MxBehaviour> {
+    return this.current;
+  }
+
   /** Change some of the behaviour. */
   behave(change: Partial<MxBehaviour>): void {
-    this.behaviour = { ...this.behaviour, ...change };
+    this.current = { ...this.current, ...change };
+    // smtp-server takes the default context for each STARTTLS (no SNI context is configured).
+    this.server.secureContext.set("*", this.contexts[this.current.tls]);
   }
 
   /**
@@ -172,7 +178,7 @@ export class MxHost {
    * connections are closed, so that no session the agent keeps for reuse outlives a test.
    */
   reset(): void {
-    this.behaviour = structuredClone(ACCEPT);
+    this.behave(structuredClone(ACCEPT));
     this.messages.length = 0;
     this.connections = 0;
     for (const { socket } of this.ordinals.values()) socket.destroy();
