@@ -34,37 +34,48 @@ export class Notifier {
   constructor(private readonly o: NotifierOptions) {}
 
   /** Recipients that bounced (or expired): a non-delivery notification to the sender. */
-  async failure(message: QueuedMessage, items: NoticeItem[]): Promise<void> {
+  async failure(message: QueuedMessage, items: NoticeItem[], now: Date): Promise<void> {
     const { sender } = message.record.envelope;
     if (sender === "") {
       const id = message.record.id;
       this.o.log.info(`${id}: undeliverable notice or null-sender mail; never bouncing a bounce`);
-      // A report to postmaster about postmaster's own failed report would loop: stop there.
-      if (this.o.notifyPostmaster && message.record.origin !== "bounce") await this.send("failure", message, items, `postmaster@${this.o.hostname}`, "postmaster non-delivery notification");
+      // Postmaster hears of it once (Postfix's double bounce); a failed report to postmaster itself stops here.
+      if (this.o.notifyPostmaster && !this.isPostmasterReport(message)) {
+        await this.send("failure", message, items, this.postmaster, "postmaster non-delivery notification", now);
+      }
       return;
     }
     const wanted = items.filter((i) => wantsDsn("failure", i.recipient.notify));
-    if (wanted.length > 0) await this.send("failure", message, wanted, sender, "sender non-delivery notification");
+    if (wanted.length > 0) await this.send("failure", message, wanted, sender, "sender non-delivery notification", now);
   }
 
   /** Recipients still deferred after the warning time: one "still trying" notice per message. */
-  async delay(message: QueuedMessage, items: NoticeItem[], retryUntil: Date): Promise<void> {
+  async delay(message: QueuedMessage, items: NoticeItem[], retryUntil: Date, now: Date): Promise<void> {
     const { sender } = message.record.envelope;
     if (sender === "") return;
     const wanted = items.filter((i) => wantsDsn("delay", i.recipient.notify));
-    if (wanted.length > 0) await this.send("delay", message, wanted, sender, "sender delay notification", retryUntil);
+    if (wanted.length > 0) await this.send("delay", message, wanted, sender, "sender delay notification", now, retryUntil);
   }
 
   /** Recipients delivered that asked for NOTIFY=SUCCESS and whose next hop will not report it. */
-  async success(message: QueuedMessage, items: NoticeItem[]): Promise<void> {
+  async success(message: QueuedMessage, items: NoticeItem[], now: Date): Promise<void> {
     const { sender } = message.record.envelope;
     if (sender === "") return;
-    await this.send("success", message, items, sender, "sender delivery status notification");
+    await this.send("success", message, items, sender, "sender delivery status notification", now);
   }
 
-  private async send(kind: DsnKind, message: QueuedMessage, items: NoticeItem[], to: string, what: string, retryUntil?: Date): Promise<void> {
+  private get postmaster(): string {
+    return `postmaster@${this.o.hostname}`;
+  }
+
+  /** A notice this service sent to postmaster (and nobody else). */
+  private isPostmasterReport(message: QueuedMessage): boolean {
     const { record } = message;
-    const now = new Date();
+    return record.origin === "bounce" && record.envelope.recipients.every((r) => r.address.toLowerCase() === this.postmaster.toLowerCase());
+  }
+
+  private async send(kind: DsnKind, message: QueuedMessage, items: NoticeItem[], to: string, what: string, now: Date, retryUntil?: Date): Promise<void> {
+    const { record } = message;
     const recipients: DsnRecipient[] = items.map(({ recipient, result }) => {
       const host = /^([^[\s]+)\[/.exec(result.relay)?.[1];
       const fromHost = /^host \S+ said: (.*) \(in reply to .*\)$/.exec(result.detail)?.[1];
@@ -74,7 +85,8 @@ export class Notifier {
         action: kind === "failure" ? "failed" : kind === "delay" ? "delayed" : result.relay === "local" ? "delivered" : "relayed",
         status: result.dsn,
         ...(host ? { remoteMta: `dns; ${host}` } : {}),
-        diagnostic: fromHost ? `smtp; ${fromHost}` : `X-Homerelay; ${result.detail}`,
+        // composeDsn adds the diagnostic type (smtp; or X-Homerelay;) itself.
+        diagnostic: fromHost ?? result.detail,
         lastAttempt: new Date(result.time),
         ...(retryUntil ? { willRetryUntil: retryUntil } : {}),
       };

@@ -57,6 +57,10 @@ export class Cleanup extends Transform {
       return done();
     }
     this.head = null;
+    if (end > this.options.headerSize) {
+      this.setFault("header-too-large");
+      return done();
+    }
     this.forward(this.rewriteHeaders(all.subarray(0, end)), () => this.forward(all.subarray(end), done));
   }
 
@@ -65,6 +69,10 @@ export class Cleanup extends Transform {
       // Headers only, no body: the whole message is the header block.
       const all = Buffer.concat(this.head);
       this.head = null;
+      if (all.length > this.options.headerSize) {
+        this.setFault("header-too-large");
+        return done();
+      }
       return this.forward(this.rewriteHeaders(all), done);
     }
     done();

@@ -293,7 +293,8 @@ export class QueueManager {
     if (this.now() - message.record.arrival < this.o.timing.lifetime * 1000) return;
     for (const [rcpt, r] of results) {
       if (r.status !== "deferred") continue;
-      results.set(rcpt, { ...r, status: "bounced", detail: `message expired after ${formatAge(this.now() - message.record.arrival)} in the queue: ${r.detail}`, expired: true });
+      // The DSN of an expired recipient is permanent: keep the detail of the last attempt, class 5 (e.g. 4.4.1 → 5.4.1).
+      results.set(rcpt, { ...r, status: "bounced", dsn: `5${r.dsn.slice(1)}`, detail: `message expired after ${formatAge(this.now() - message.record.arrival)} in the queue: ${r.detail}`, expired: true });
     }
   }
 
@@ -333,13 +334,14 @@ export class QueueManager {
   private async notify(message: QueuedMessage, results: Map<string, Attempt>, history: StatusLog): Promise<void> {
     const byAddress = new Map(message.record.envelope.recipients.map((r) => [r.address, r]));
     const failed = [...results.values()].filter((r) => r.status === "bounced");
-    if (failed.length > 0) await this.o.notifier.failure(message, failed.map((r) => ({ result: r, recipient: byAddress.get(r.recipient)! })));
+    const now = new Date(this.now());
+    if (failed.length > 0) await this.o.notifier.failure(message, failed.map((r) => ({ result: r, recipient: byAddress.get(r.recipient)! })), now);
     const succeeded = [...results.values()].filter((r) => r.status === "sent" && byAddress.get(r.recipient)?.notify?.includes("SUCCESS") && !r.dsnOffered);
-    if (succeeded.length > 0) await this.o.notifier.success(message, succeeded.map((r) => ({ result: r, recipient: byAddress.get(r.recipient)! })));
+    if (succeeded.length > 0) await this.o.notifier.success(message, succeeded.map((r) => ({ result: r, recipient: byAddress.get(r.recipient)! })), now);
     const warning = this.o.timing.delayWarning;
     const deferred = [...results.values()].filter((r) => r.status === "deferred");
     if (warning > 0 && !history.delayWarned && deferred.length > 0 && this.now() - message.record.arrival >= warning * 1000) {
-      await this.o.notifier.delay(message, deferred.map((r) => ({ result: r, recipient: byAddress.get(r.recipient)! })), new Date(message.record.arrival + this.o.timing.lifetime * 1000));
+      await this.o.notifier.delay(message, deferred.map((r) => ({ result: r, recipient: byAddress.get(r.recipient)! })), new Date(message.record.arrival + this.o.timing.lifetime * 1000), new Date(this.now()));
       history.delayWarned = true;
       history.delayWarnedNow = true;
     }
@@ -365,7 +367,8 @@ function rejectAll(recipients: EnvelopeRecipient[], text: string): DeliveryResul
 
 function formatAge(ms: number): string {
   const h = ms / 3600_000;
-  return h >= 48 ? `${Math.round(h / 24)} days` : `${Math.round(h)} hours`;
+  const [n, unit] = h >= 48 ? [Math.round(h / 24), "day"] : [Math.round(h), "hour"];
+  return `${n} ${unit}${n === 1 ? "" : "s"}`;
 }
 
 export type { RecipientStatus };

@@ -6,12 +6,14 @@ import { startAgent, type AgentProcess } from "../support/agent-process.js";
 import {
   deliveryLines,
   deliveryStatus,
-  mailbox,
+  escapeRegExp,
+  mxRecords as mx,
   queueFiles,
   startMxWorld,
   submit,
   waitForBounceNotice,
   waitForDelivery,
+  waitForQueueFile,
   worldConfig,
   type MxHost,
   type MxWorld,
@@ -20,28 +22,10 @@ import {
 const ALICE = "alice@home.example.net";
 const HOSTNAME = "relay.home.example.net";
 
-/** `example.org` and friends: MX records pointing at the world's hosts, by preference. */
-function mx(...exchanges: [string, number][]) {
-  return { MX: exchanges.map(([exchange, preference]) => ({ exchange, preference })) };
-}
-
-function escape(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-}
-
 /** Wait until the agent has removed message `id` (every recipient done), and check no queue file is left. */
 async function waitForRemoval(agent: AgentProcess, id: string, from: number): Promise<void> {
   await agent.waitForLog(new RegExp(`${id}: removed`), 15_000, from);
   for (const state of ["active", "deferred", "hold"] as const) assert.ok(!(await queueFiles(agent, state)).includes(id), `${id} left in ${state}/`);
-}
-
-/** Poll until message `id` is in the spool's `state` directory (the log line comes just before the move). */
-async function waitForQueueFile(agent: AgentProcess, state: "deferred", id: string): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  while (!(await queueFiles(agent, state)).includes(id)) {
-    assert.ok(Date.now() < deadline, `${id} never reached ${state}/`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 let world: MxWorld;
@@ -81,7 +65,7 @@ describe("MX hosts and DNS", () => {
     assert.equal(received!.mailFrom, ALICE);
     assert.deepEqual(received!.rcptTo.map((r) => r.address), ["bob@example.org"]);
     assert.match(received!.raw.toString("latin1"), /\r\nSubject: MX preference\r\n/);
-    assert.match(received!.raw.toString("latin1"), new RegExp(`^Received: from laptop\\.home\\.example\\.net .*\\r\\n\\tby ${escape(HOSTNAME)} \\(homerelay\\) with E?SMTP\\w* id ${id}`, "s"));
+    assert.match(received!.raw.toString("latin1"), new RegExp(`^Received: from laptop\\.home\\.example\\.net .*\\r\\n\\tby ${escapeRegExp(HOSTNAME)} \\(homerelay\\) with E?SMTP\\w* id ${id}`, "s"));
   });
 
   test("the EHLO name the MX sees is the configured hostname", async () => {
@@ -280,7 +264,7 @@ describe("partial delivery, DSN parameters and session reuse", () => {
     );
   });
 
-  test("recipients with different NOTIFY parameters go in separate transactions, each with its own NOTIFY", async () => {
+  test("recipients with different NOTIFY parameters go in separate transactions of one session, each with its own NOTIFY", async () => {
     world.setZone({ "example.org": mx(["mx1.example.org", 10]) });
     const mark = agent.log().length;
     const id = await submit(
@@ -302,6 +286,7 @@ describe("partial delivery, DSN parameters and session reuse", () => {
       "frank@example.org -",
     ]);
     assert.equal(new Set(mx1.messages.map((m) => m.raw.toString("latin1"))).size, 1, "the same message in every transaction");
+    assert.equal(new Set(mx1.messages.map((m) => m.connection)).size, 1, "all transactions in one session");
   });
 
   test("messages in quick succession to one MX reuse the session: fewer connections than messages", async () => {

@@ -49,6 +49,8 @@ export async function startAgent(
     spool: join(dir, "spool"),
     mailboxes: join(dir, "mail"),
     listeners: [{ role: "submission", listen: "127.0.0.1:0" }],
+    // Tests never ask real DNS: by default a resolver address where nothing answers (every lookup defers).
+    dns: { servers: ["127.0.0.1:9"], timeout: 1 },
     ...config,
   };
   for (const [name, content] of Object.entries(options.files ?? {})) await writeFile(join(dir, name), content, { mode: 0o600 });

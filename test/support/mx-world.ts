@@ -120,7 +120,7 @@ export class MxHost {
     certs: { selfSigned: Pem; caSigned: Pem; wrongName: Pem },
   ) {
     this.contexts = {
-      none: createSecureContext(certs.selfSigned),
+      none: createSecureContext(certs.selfSigned), // not used: STARTTLS is not even offered
       "self-signed": createSecureContext(certs.selfSigned),
       "ca-signed": createSecureContext(certs.caSigned),
       "wrong-name": createSecureContext(certs.wrongName),
@@ -136,7 +136,6 @@ export class MxHost {
       hideDSN: false,
       disableReverseLookup: true,
       closeTimeout: 100,
-      socketTimeout: 30_000,
       onConnect: (session, callback) => this.onConnect(session, callback),
       onAuth: (auth, _session, callback) => {
         const account = this.behaviour.auth;
@@ -315,6 +314,11 @@ export async function startMxWorld(names: string[]): Promise<MxWorld> {
   };
 }
 
+/** The MX records of a domain from `[exchange, preference]` pairs, for `setZone`. */
+export function mxRecords(...exchanges: [string, number][]): DnsZone[string] {
+  return { MX: exchanges.map(([exchange, preference]) => ({ exchange, preference })) };
+}
+
 /** Agent configuration for the world: alice@home.example.net is local, DNS and MX port point into the world, retries come within seconds. */
 export function worldConfig(world: MxWorld, extra: Record<string, unknown> = {}): Record<string, unknown> {
   const { delivery, queue, ...rest } = extra as { delivery?: Record<string, unknown>; queue?: Record<string, unknown> };
@@ -362,7 +366,8 @@ export interface DeliveryLine {
   detail: string;
 }
 
-function escapeRegExp(s: string): string {
+/** `s` as a literal in a regular expression. */
+export function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
@@ -390,6 +395,15 @@ export function deliveryLines(agent: AgentProcess, id: string, recipient: string
 /** Names of the queue files in one state directory of the agent's spool. */
 export async function queueFiles(agent: AgentProcess, state: "active" | "deferred" | "hold" | "incoming"): Promise<string[]> {
   return (await readdir(join(agent.spool, state))).sort();
+}
+
+/** Poll until message `id` is in the spool's `state` directory (its log line comes just before the move). */
+export async function waitForQueueFile(agent: AgentProcess, state: "active" | "deferred" | "hold", id: string, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await queueFiles(agent, state)).includes(id)) {
+    assert.ok(Date.now() < deadline, `${id} never reached ${state}/`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 /** The messages in a local user's Maildir (`new/`), parsed. */
