@@ -143,6 +143,8 @@ const deliverySchema = z
     commandTimeout: seconds.default(300),
     /** TLS policy of direct-to-MX delivery: `may` (opportunistic), `encrypt`, `verify`. */
     tlsPolicy: z.enum(["may", "encrypt", "verify"]).default("may"),
+    /** A PEM file of CAs trusted for the `verify` policy, besides the system store (Postfix smtp_tls_CAfile). */
+    ca: z.string().min(1).optional(),
     /** Per-domain TLS policy overrides (Postfix smtp_tls_policy_maps). */
     tlsPolicies: z.record(domain, z.enum(["may", "encrypt", "verify"])).default({}),
   })

@@ -3,6 +3,8 @@
  * manager with its transports, and one smtpd per listener. SIGHUP reloads the configuration
  * (a bad one is reported and the running one kept); SIGTERM drains and exits.
  */
+import { readFile } from "node:fs/promises";
+import { rootCertificates } from "node:tls";
 import type { MailLog } from "../shared/log.js";
 import { NetworkList, formatHostPort } from "../shared/net.js";
 import { loadAgentConfig, type AgentConfig } from "./config.js";
@@ -151,7 +153,7 @@ async function buildRouting(config: AgentConfig, spool: Spool, log: MailLog, que
   const recipients = await localRecipients(config, spool);
   const local = new LocalDelivery({ hostname: config.hostname, mailboxes: config.mailboxes, recipients, spool, log: log.component("local"), queued });
   const resolver = new MailResolver({ ...(config.dns.servers ? { servers: config.dns.servers } : {}), timeoutSeconds: config.dns.timeout });
-  const smtp = new SmtpTransport({ config, resolver, log: log.component("smtp") });
+  const smtp = new SmtpTransport({ config, resolver, log: log.component("smtp"), ...(config.delivery.ca ? { mxCa: [...rootCertificates, await readFile(config.delivery.ca, "utf8")] } : {}) });
   const notifier = new Notifier({ spool, hostname: config.hostname, log: log.component("bounce"), notifyPostmaster: config.queue.notifyPostmaster, queued });
   return { recipients, router: new Router(config), local, smtp, notifier };
 }

@@ -305,7 +305,9 @@ export class QueueManager {
       const inQueue = ((started - arrival) / 1000).toFixed(2);
       const attempt = ((r.time - started) / 1000).toFixed(2);
       const status = r.expired ? "expired, returned to sender" : r.status;
-      this.o.log.info(`${id}: to=<${r.recipient}>, relay=${r.relay}, delay=${delay}, delays=${inQueue}/0/0/${attempt}, dsn=${r.dsn}, status=${r.status === "bounced" && r.expired ? "expired" : r.status} (${r.detail})`, {
+      // One event, one line: a peer's multi-line reply or a library's message never splits it.
+      const detail = r.detail.replace(/[\x00-\x1f\x7f]+/g, " ").trim();
+      this.o.log.info(`${id}: to=<${r.recipient}>, relay=${r.relay}, delay=${delay}, delays=${inQueue}/0/0/${attempt}, dsn=${r.dsn}, status=${r.status === "bounced" && r.expired ? "expired" : r.status} (${detail})`, {
         queueId: id,
         to: r.recipient,
         relay: r.relay,

@@ -100,7 +100,9 @@ export class SmtpClient {
       name: target.helo,
       secure: target.tls === "implicit",
       ignoreTLS: target.tls === "none",
-      requireTLS: target.tls === "encrypt" || target.tls === "verify",
+      // Not requireTLS: nodemailer would then send STARTTLS even when it is not offered; the check below
+      // turns "not offered" into Postfix's 4.7.4 deferral instead. Offered STARTTLS is always used.
+      requireTLS: false,
       servername: target.hostname,
       connectionTimeout: target.connectTimeout * 1000,
       greetingTimeout: target.commandTimeout * 1000,
@@ -243,6 +245,12 @@ function sessionError(err: NodemailerError, where: string): SmtpSessionError {
   }
   const reason = /ECONNREFUSED/.test(err.message) ? "Connection refused" : /ETIMEDOUT|timed? ?out/i.test(err.message) || err.code === "ETIMEDOUT" ? "Connection timed out" : err.message;
   const tls = err.code === "ETLS" || /TLS|SSL|certificate/i.test(err.message);
-  if (tls) return new SmtpSessionError(`TLS handshake with ${where} failed: ${err.message}`, undefined, "4.7.5", true, true);
-  return new SmtpSessionError(`connect to ${where}: ${reason}`, undefined, "4.4.1", true);
+  // The host answered, so a failed handshake does not mean the network is down.
+  if (tls) return new SmtpSessionError(`TLS handshake with ${where} failed: ${oneLine(err.message)}`, undefined, "4.7.5", false, true);
+  return new SmtpSessionError(`connect to ${where}: ${oneLine(reason)}`, undefined, "4.4.1", true);
+}
+
+/** Text from a library or a peer on one log line: control characters (OpenSSL's trailing newline) become spaces. */
+function oneLine(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f]+/g, " ").trim();
 }
