@@ -1,0 +1,27 @@
+/**
+ * store — what the cloud remembers between requests: nonces already seen (replay guard) and
+ * idempotency records. Two implementations: an embedded file store for `homerelay cloud serve`
+ * and DynamoDB for Lambda. Expired items are ignored on read, whatever the backend deletes late.
+ */
+import type { RelayResult } from "../onward/onward.js";
+
+/** An idempotency record, scoped by (keyid, idempotency key). */
+export type IdempotencyRecord =
+  | { state: "in-progress"; fingerprint: string; expiresAt: number }
+  | { state: "done"; fingerprint: string; expiresAt: number; status: number; body: RelayResult | Record<string, unknown> };
+
+/** The cloud's memory. Times are Unix seconds. */
+export interface CloudStore {
+  /** Record (keyid, nonce) until `expiresAt`; false when it was already recorded and has not expired (a replay). */
+  claimNonce(keyid: string, nonce: string, expiresAt: number, now: number): Promise<boolean>;
+  /**
+   * Start work on (keyid, key) with a conditional write: returns null when this caller now owns
+   * the key, or the existing unexpired record (in progress or done) when someone does.
+   */
+  beginIdempotent(keyid: string, key: string, fingerprint: string, expiresAt: number, now: number): Promise<IdempotencyRecord | null>;
+  /** Replace the in-progress record by the final answer. */
+  finishIdempotent(keyid: string, key: string, record: Extract<IdempotencyRecord, { state: "done" }>): Promise<void>;
+  /** Drop an in-progress record (the relay failed before any answer worth keeping). */
+  abandonIdempotent(keyid: string, key: string): Promise<void>;
+  close(): Promise<void>;
+}
