@@ -2,12 +2,14 @@
 /**
  * cli — the `homerelay` command: `agent` runs the home MTA in the foreground (for systemd or a
  * terminal), `queue` and `routes` inspect and manage it, `hash-password` makes the stored form of
- * an AUTH password. Exit statuses follow sysexits(3), e.g. 78 for a bad configuration.
+ * an AUTH password, `keygen` the agent's key for the cloud route. Exit statuses follow
+ * sysexits(3), e.g. 78 for a bad configuration.
  */
 import { Command } from "commander";
 import { runAgent } from "./commands/agent-command.js";
 import { basename } from "node:path";
 import { configOrExit } from "./commands/load-config.js";
+import { addKeygenCommand } from "./commands/keygen-command.js";
 import { addQueueCommands, controlAgent, printQueue } from "./commands/queue-command.js";
 import { addRoutesCommands } from "./commands/routes-command.js";
 import { VERSION } from "./master.js";
@@ -43,6 +45,7 @@ program
 
 addQueueCommands(program);
 addRoutesCommands(program);
+addKeygenCommand(program);
 program
   .command("sendmail")
   .description("sendmail(1)-compatible submission: message on stdin, -t, -i, -f, -F, -bp, -q (install as /usr/sbin/sendmail)")

@@ -8,7 +8,7 @@ import { hostname as osHostname } from "node:os";
 import { resolve } from "node:path";
 import { z } from "zod";
 import { loadConfigFile, parseConfigText } from "../shared/config-file.js";
-import { isCidr, parseHostPort, type HostPort } from "../shared/net.js";
+import { isCidr, isLoopback, parseHostPort, type HostPort } from "../shared/net.js";
 import { isPasswordHash } from "./smtpd/password.js";
 
 const hostnamePattern = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
@@ -167,6 +167,27 @@ const queueSchema = z
   })
   .strict();
 
+const cloudSchema = z
+  .object({
+    /** The cloud half's base URL; `POST {url}/v1/messages`. HTTPS, except to a loopback host. */
+    url: z
+      .string()
+      .superRefine((u, ctx) => {
+        const url = urlOf(u);
+        if (url === null || !/^https?:$/.test(url.protocol)) ctx.addIssue({ code: "custom", message: "expected a URL such as https://relay.example.net" });
+        else if (url.search !== "" || url.hash !== "") ctx.addIssue({ code: "custom", message: "the URL may not have a query or fragment (the cloud refuses any query string)" });
+        else if (url.username !== "" || url.password !== "") ctx.addIssue({ code: "custom", message: "the URL may not carry credentials: the agent signs its requests with keyFile" });
+      })
+      .transform((u) => u.replace(/\/+$/, "")),
+    /** The key's id in the cloud's `keys:` list. */
+    keyId: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, "expected a key id of letters, digits, . _ - (as given to homerelay keygen --id)"),
+    /** The Ed25519 private key (PKCS#8 PEM from `homerelay keygen`); others must not read it (checked at start). */
+    keyFile: z.string().min(1),
+    /** Seconds allowed for one request, the cloud's onward relay included. */
+    timeout: seconds.default(60),
+  })
+  .strict();
+
 const configSchema = z
   .object({
     hostname: domain.optional(),
@@ -186,6 +207,8 @@ const configSchema = z
     queue: queueSchema.default(queueSchema.parse({})),
     smarthosts: z.record(z.string().regex(/^[A-Za-z0-9._-]+$/, "expected a name of letters, digits, . _ -"), smarthostSchema).default({}),
     routes: z.array(routeSchema).default([]),
+    /** The cloud half that `cloud` routes send to. */
+    cloud: cloudSchema.optional(),
     log: z
       .object({ format: z.enum(["text", "json"]).default("text"), level: z.enum(["debug", "info", "warn", "error"]).default("info") })
       .strict()
@@ -198,14 +221,17 @@ const configSchema = z
         ctx.addIssue({ code: "custom", path: ["listeners", i, "requireAuth"], message: "an mx listener cannot require AUTH (other servers never authenticate)" });
       }
     });
+    if (c.cloud !== undefined && !cloudUrlIsSafe(c.cloud.url)) {
+      ctx.addIssue({ code: "custom", path: ["cloud", "url"], message: "the cloud must be reached over https:// (plain http:// only to a loopback host)" });
+    }
     c.routes.forEach((r, i) => {
       [r.route, ...r.fallback].forEach((name, j) => {
         const path = j === 0 ? ["routes", i, "route"] : ["routes", i, "fallback", j - 1];
         if (name.startsWith("smarthost:") && !Object.hasOwn(c.smarthosts, name.slice(10))) {
           ctx.addIssue({ code: "custom", path, message: `no smarthost named "${name.slice(10)}" in smarthosts` });
         }
-        if (name === "cloud") {
-          ctx.addIssue({ code: "custom", path, message: "the cloud route is not available yet: homerelay's cloud half is not configured (see the README)" });
+        if (name === "cloud" && c.cloud === undefined) {
+          ctx.addIssue({ code: "custom", path, message: "the cloud route needs a cloud: section (url, keyId, keyFile; see homerelay keygen)" });
         }
         if (j > 0 && ["local", "hold", "reject"].includes(name)) {
           ctx.addIssue({ code: "custom", path, message: `${name} cannot be a fallback: fallbacks are ways out (mx, smarthost:<name>, cloud)` });
@@ -213,6 +239,19 @@ const configSchema = z
       });
     });
   });
+
+/** `text` as a URL, or null when it is not one. */
+function urlOf(text: string): URL | null {
+  return URL.canParse(text) ? new URL(text) : null;
+}
+
+/** HTTPS, or plain HTTP to a loopback host (127.0.0.0/8, ::1, localhost), where nothing travels over a network. */
+function cloudUrlIsSafe(url: string): boolean {
+  const parsed = urlOf(url);
+  if (parsed === null) return true; // reported by the url field's own check
+  const { protocol, hostname } = parsed;
+  return protocol === "https:" || hostname === "localhost" || isLoopback(hostname.replace(/^\[(.*)\]$/, "$1"));
+}
 
 /** A listener with its defaults filled in. */
 export interface ListenerConfig {

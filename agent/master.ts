@@ -7,6 +7,7 @@ import { readFile } from "node:fs/promises";
 import { rootCertificates } from "node:tls";
 import type { MailLog } from "../shared/log.js";
 import { NetworkList, formatHostPort } from "../shared/net.js";
+import { CloudTransport } from "./cloud/cloud-transport.js";
 import { loadAgentConfig, type AgentConfig } from "./config.js";
 import { loadAliases } from "./local/aliases.js";
 import { LocalDelivery } from "./local/local.js";
@@ -146,16 +147,20 @@ interface Routing {
   router: Router;
   local: LocalDelivery;
   smtp: SmtpTransport;
+  /** Only when the configuration has a `cloud:` section. */
+  cloud: CloudTransport | null;
   notifier: Notifier;
 }
 
 async function buildRouting(config: AgentConfig, spool: Spool, log: MailLog, queued: (message: QueuedMessage) => void): Promise<Routing> {
+  // First what can refuse to start (an unsafe key file), before anything holds resources.
+  const cloud = config.cloud ? await CloudTransport.create({ cloud: config.cloud, concurrency: config.delivery.destinationConcurrency, log: log.component("cloud") }) : null;
   const recipients = await localRecipients(config, spool);
   const local = new LocalDelivery({ hostname: config.hostname, mailboxes: config.mailboxes, recipients, spool, log: log.component("local"), queued });
   const resolver = new MailResolver({ ...(config.dns.servers ? { servers: config.dns.servers } : {}), timeoutSeconds: config.dns.timeout });
   const smtp = new SmtpTransport({ config, resolver, log: log.component("smtp"), ...(config.delivery.ca ? { mxCa: [...rootCertificates, await readFile(config.delivery.ca, "utf8")] } : {}) });
   const notifier = new Notifier({ spool, hostname: config.hostname, log: log.component("bounce"), notifyPostmaster: config.queue.notifyPostmaster, queued });
-  return { recipients, router: new Router(config), local, smtp, notifier };
+  return { recipients, router: new Router(config), local, smtp, cloud, notifier };
 }
 
 function qmgrOptions(config: AgentConfig, spool: Spool, log: MailLog, routing: Routing): QmgrOptions {
@@ -163,7 +168,7 @@ function qmgrOptions(config: AgentConfig, spool: Spool, log: MailLog, routing: R
     spool,
     log: log.component("qmgr"),
     route: (recipient, sender) => routing.router.resolve(recipient, sender),
-    transports: { local: routing.local, mx: routing.smtp, smarthost: routing.smtp },
+    transports: { local: routing.local, mx: routing.smtp, smarthost: routing.smtp, ...(routing.cloud ? { cloud: routing.cloud } : {}) },
     notifier: routing.notifier,
     timing: config.queue,
     concurrency: config.delivery.concurrency,

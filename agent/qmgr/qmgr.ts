@@ -229,13 +229,16 @@ export class QueueManager {
     // deferral reasons only serve the queue tools and need no fsync.
     const entries = [...results.values()];
     await appendStatus(spool, id, entries, entries.some((r) => isFinal(r.status)) || history.delayWarnedNow === true, history.delayWarnedNow);
-    await this.park(message, held ? "hold" : "deferred");
+    await this.park(message, held);
   }
 
-  /** Route every pending recipient and walk its fallback chain; returns the last outcome of each. */
-  private async deliverPending(message: QueuedMessage, pending: EnvelopeRecipient[]): Promise<{ results: Map<string, Attempt>; held: boolean }> {
+  /**
+   * Route every pending recipient and walk its fallback chain; returns the last outcome of each,
+   * and why the message must wait in hold/ (null: it need not).
+   */
+  private async deliverPending(message: QueuedMessage, pending: EnvelopeRecipient[]): Promise<{ results: Map<string, Attempt>; held: string | null }> {
     const results = new Map<string, Attempt>();
-    let held = false;
+    let held: string | null = null;
     const chains = new Map<string, { choice: RouteChoice; recipients: EnvelopeRecipient[] }>();
     for (const r of pending) {
       const choice = this.o.route(r.address, message.record.envelope.sender);
@@ -247,10 +250,12 @@ export class QueueManager {
     await Promise.all(
       [...chains.values()].map(async ({ choice, recipients }) => {
         let left = recipients;
+        /** Recipients a step asked to hold, with the reason; they are held only if no later step takes them. */
+        const holdReasons = new Map<string, string>();
         for (const step of choice.steps) {
           if (left.length === 0) break;
           if (step.kind === "hold") {
-            held = true;
+            held ??= "routed to the hold queue";
             for (const r of left) results.delete(r.address);
             left = [];
             break;
@@ -260,10 +265,22 @@ export class QueueManager {
           const next: EnvelopeRecipient[] = [];
           for (const [i, o] of outcomes.entries()) {
             results.set(o.recipient, { ...o, time });
+            if (o.hold) holdReasons.set(o.recipient, o.detail);
             // Only a temporary failure goes on to the fallback; a domain that does not exist still bounces.
             if (o.status === "deferred") next.push(left[i]!);
           }
           left = next;
+        }
+        // Whoever is still deferred at the end of the chain: too large for the last way out bounces
+        // (no fallback is left to take it); refused for a reason the owner must fix is held.
+        for (const r of left) {
+          const last = results.get(r.address)!;
+          const reason = holdReasons.get(r.address);
+          if (last.tooLarge) results.set(r.address, { ...last, status: "bounced", dsn: "5.3.4" });
+          else if (reason !== undefined) {
+            results.set(r.address, { ...last, hold: true });
+            held ??= reason;
+          }
         }
       }),
     );
@@ -292,7 +309,8 @@ export class QueueManager {
   private expire(message: QueuedMessage, results: Map<string, Attempt>): void {
     if (this.now() - message.record.arrival < this.o.timing.lifetime * 1000) return;
     for (const [rcpt, r] of results) {
-      if (r.status !== "deferred") continue;
+      // A held recipient waits for its owner, however long that takes.
+      if (r.status !== "deferred" || r.hold) continue;
       // The DSN of an expired recipient is permanent: keep the detail of the last attempt, class 5 (e.g. 4.4.1 → 5.4.1).
       results.set(rcpt, { ...r, status: "bounced", dsn: `5${r.dsn.slice(1)}`, detail: `message expired after ${formatAge(this.now() - message.record.arrival)} in the queue: ${r.detail}`, expired: true });
     }
@@ -349,8 +367,12 @@ export class QueueManager {
     }
   }
 
-  /** Park the message with its next attempt time as mtime: backoff doubles with its age in the queue. */
-  private async park(message: QueuedMessage, state: Extract<QueueState, "deferred" | "hold">): Promise<void> {
+  /**
+   * Park the message with its next attempt time as mtime (backoff doubles with its age in the
+   * queue): in deferred/, or in hold/ when `held` says why it must wait for the owner.
+   */
+  private async park(message: QueuedMessage, held: string | null): Promise<void> {
+    const state: Extract<QueueState, "deferred" | "hold"> = held === null ? "deferred" : "hold";
     const { spool, timing } = this.o;
     const id = message.record.id;
     const now = this.now();
@@ -359,7 +381,7 @@ export class QueueManager {
     const due = new Date(now + backoff * 1000);
     await utimes(spool.file("active", id), due, due);
     await moveQueueFile(spool, id, "active", state);
-    if (state === "hold") this.o.log.info(`${id}: hold: routed to the hold queue`);
+    if (held !== null) this.o.log.info(`${id}: hold: ${held}`);
   }
 }
 

@@ -26,6 +26,13 @@ export type DeliveryResult = Omit<RecipientStatus, "time"> & {
   unreachable?: boolean;
   /** The next hop offered DSN; without it, NOTIFY=SUCCESS gets a "relayed" notice from us. */
   dsnOffered?: boolean;
+  /**
+   * A `deferred` that is the owner's to fix, not the sender's (the cloud refused the agent's key):
+   * unless a fallback delivers it, the message waits in hold/ for `homerelay queue release`, and never expires.
+   */
+  hold?: true;
+  /** A `deferred` because the message is too large for this way out: the fallback may take it; at the end of the chain it bounces with 5.3.4. */
+  tooLarge?: true;
 };
 
 /** A way out of the queue. A transport never throws for a recipient: it reports `deferred`. */

@@ -1,0 +1,131 @@
+/**
+ * serve — the Node entry of the cloud app (`homerelay cloud serve --config FILE`, for a VPS behind
+ * a TLS-terminating proxy): @hono/node-server on `listen`, the embedded file store, the onward
+ * transport from the configuration; SIGTERM stops accepting, finishes requests and closes the store.
+ */
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { serve } from "@hono/node-server";
+import { getConnInfo } from "@hono/node-server/conninfo";
+import { ConfigError, EX_CONFIG } from "../shared/config-file.js";
+import { createMailLog, type MailLog } from "../shared/log.js";
+import { formatHostPort, parseHostPort } from "../shared/net.js";
+import { defaultEd25519 } from "../shared/protocol/ed25519.js";
+import { createCloudApp } from "./app.js";
+import { loadCloudConfig, type CloudConfig } from "./config.js";
+import type { OnwardTransport } from "./onward/onward.js";
+import { createMxTransport } from "./onward/mx.js";
+import { createSmtpTransport, SecretFileError } from "./onward/smtp.js";
+import { FileStore } from "./store/file-store.js";
+
+/** sysexits(3) EX_UNAVAILABLE: the listen port is taken or not ours to bind. */
+const EX_UNAVAILABLE = 69;
+const STORE_NOT_A_DIRECTORY = "cloud serve keeps its store in a directory; DynamoDB is for the Lambda entry";
+
+/** A running Node entry. */
+export interface CloudServer {
+  /** The bound address and port (the port the system chose for `:0`). */
+  host: string;
+  port: number;
+  /** Stop accepting, let requests in flight finish, close the onward transport and the store. */
+  close(): Promise<void>;
+}
+
+/** The onward transport the configuration names; SES is loaded only when used (it pulls in the AWS SDK). */
+export async function onwardFromConfig(config: CloudConfig): Promise<OnwardTransport> {
+  const onward = config.onward;
+  switch (onward.transport) {
+    case "ses":
+      return (await import("./onward/ses.js")).createSesTransport(onward);
+    case "smtp":
+      // The EHLO name: the cloud's public name, never localhost.
+      return createSmtpTransport(onward, config.authority[0]!.replace(/:\d+$/, ""));
+    case "mx":
+      return createMxTransport(onward);
+  }
+}
+
+/** Start the cloud app on `config.listen` with the file store in `config.store`. */
+export async function serveCloud(config: CloudConfig, log: MailLog): Promise<CloudServer> {
+  if (typeof config.store !== "string") throw new Error(STORE_NOT_A_DIRECTORY);
+  const listen = parseHostPort(config.listen)!;
+  const onward = await onwardFromConfig(config);
+  const store = await FileStore.open(config.store);
+  const app = createCloudApp({ config, store, onward, ed25519: await defaultEd25519(), log, clientAddress: (c) => unmapped(getConnInfo(c).remote.address ?? "unknown") });
+  // Plain HTTP/1.1 (no createServer option): the server is a node:http Server.
+  const server = serve({ fetch: app.fetch, hostname: listen.host, port: listen.port }) as Server;
+  const address = await new Promise<AddressInfo>((resolve, reject) => {
+    server.once("listening", () => resolve(server.address() as AddressInfo));
+    server.once("error", reject);
+  }).catch(async (err: Error) => {
+    await onward.close?.();
+    await store.close();
+    throw err;
+  });
+  // Responses still being worked on when the server closes are the last on their connections.
+  const inFlight = new Set<ServerResponse>();
+  server.on("request", (_request: IncomingMessage, response: ServerResponse) => {
+    inFlight.add(response);
+    response.once("close", () => inFlight.delete(response));
+  });
+  const bound = { host: address.address, port: address.port };
+  log.info(`listening on ${formatHostPort(bound)} for ${config.authority.join(", ")}, onward ${onward.name}`);
+  return {
+    ...bound,
+    async close() {
+      // No new connections; idle keep-alive ones close now, busy ones once their response is out.
+      for (const response of inFlight) if (!response.headersSent) response.setHeader("connection", "close");
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await onward.close?.();
+      await store.close();
+    },
+  };
+}
+
+/** `homerelay cloud serve --config FILE`: run until SIGTERM or SIGINT. */
+export async function runCloudServe(options: { config: string }): Promise<void> {
+  let config: CloudConfig;
+  try {
+    config = loadCloudConfig(options.config);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`homerelay: fatal: configuration error:\n${err.message}\n`);
+      process.exit(EX_CONFIG);
+    }
+    throw err;
+  }
+  if (typeof config.store !== "string") {
+    process.stderr.write(`homerelay: fatal: configuration error:\n${options.config}: store: ${STORE_NOT_A_DIRECTORY}\n`);
+    process.exit(EX_CONFIG);
+  }
+  const log = createMailLog({ format: config.log.format, level: config.log.level }, "cloud");
+  const server = await serveCloud(config, log).catch((err: NodeJS.ErrnoException) => {
+    log.error(`fatal: ${err.message}`);
+    log.flush();
+    process.exit(err instanceof SecretFileError ? EX_CONFIG : err.code === "EADDRINUSE" || err.code === "EACCES" ? EX_UNAVAILABLE : 1);
+  });
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info(`terminating on signal ${signal}`);
+    server.close().then(
+      () => {
+        log.flush();
+        process.exit(0);
+      },
+      (err: Error) => {
+        log.error(`stop: ${err.message}`);
+        log.flush();
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+/** A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; the caller's address is a.b.c.d. */
+function unmapped(address: string): string {
+  return /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1] ?? address;
+}
