@@ -1,7 +1,7 @@
 /**
  * config — the cloud half's configuration: accepted authorities, agent keys and the senders each
  * may use, the onward transport (SES, SMTP upstream or direct MX) and the store. A YAML file for
- * `homerelay cloud serve`; on Lambda the same document comes from the environment.
+ * `homerelay-cloud serve`; on Lambda the same document comes from the environment.
  */
 import { z } from "zod";
 import { loadConfigFile, parseConfigText } from "../shared/config-file.js";
@@ -107,7 +107,7 @@ export function parseCloudConfig(text: string, source: string): CloudConfig {
   return parseConfigText(text, source, cloudSchema);
 }
 
-/** Load the configuration file of `homerelay cloud serve`. */
+/** Load the configuration file of `homerelay-cloud serve`. */
 export function loadCloudConfig(file: string): CloudConfig {
   return loadConfigFile(file, cloudSchema);
 }

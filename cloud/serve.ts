@@ -1,5 +1,5 @@
 /**
- * serve — the Node entry of the cloud app (`homerelay cloud serve --config FILE`, for a VPS behind
+ * serve — the Node entry of the cloud app (`homerelay-cloud serve --config FILE`, for a VPS behind
  * a TLS-terminating proxy): @hono/node-server on `listen`, the embedded file store, the onward
  * transport from the configuration; SIGTERM stops accepting, finishes requests and closes the store.
  */
@@ -82,7 +82,7 @@ export async function serveCloud(config: CloudConfig, log: MailLog): Promise<Clo
   };
 }
 
-/** `homerelay cloud serve --config FILE`: run until SIGTERM or SIGINT. */
+/** `homerelay-cloud serve --config FILE`: run until SIGTERM or SIGINT. */
 export async function runCloudServe(options: { config: string }): Promise<void> {
   let config: CloudConfig;
   try {

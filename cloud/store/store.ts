@@ -1,6 +1,6 @@
 /**
  * store — what the cloud remembers between requests: nonces already seen (replay guard) and
- * idempotency records. Two implementations: an embedded file store for `homerelay cloud serve`
+ * idempotency records. Two implementations: an embedded file store for `homerelay-cloud serve`
  * and DynamoDB for Lambda. Expired items are ignored on read, whatever the backend deletes late.
  */
 import type { RelayResult } from "../onward/onward.js";
