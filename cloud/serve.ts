@@ -15,7 +15,8 @@ import { createCloudApp } from "./app.js";
 import { loadCloudConfig, type CloudConfig } from "./config.js";
 import type { OnwardTransport } from "./onward/onward.js";
 import { createMxTransport } from "./onward/mx.js";
-import { createSmtpTransport, SecretFileError } from "./onward/smtp.js";
+import { SecretFileError } from "../shared/secret-file.js";
+import { createSmtpTransport } from "./onward/smtp.js";
 import { FileStore } from "./store/file-store.js";
 
 /** sysexits(3) EX_UNAVAILABLE: the listen port is taken or not ours to bind. */

@@ -15,7 +15,7 @@ import { formatEnvelopeFrom, formatEnvelopeTo } from "../../shared/protocol/enve
 import { MESSAGE_COMPONENTS, signRequest } from "../../shared/protocol/signed-request.js";
 import type { AgentConfig } from "../config.js";
 import type { DeliveryRequest, DeliveryResult, Transport } from "../qmgr/transport.js";
-import { SecretFileError } from "../smtp/smtp-transport.js";
+import { readSecretFile, SecretFileError } from "../../shared/secret-file.js";
 import { Semaphore } from "../smtp/semaphore.js";
 
 /** The agent's `cloud:` section. */
@@ -37,17 +37,7 @@ const MAX_PROBLEM_TEXT = 300;
 
 /** Read the agent's private key; refuses a file others may read or write, and anything but a PKCS#8 PEM Ed25519 key. */
 export function loadCloudKey(file: string): Uint8Array {
-  let mode: number;
-  let pem: string;
-  try {
-    mode = statSync(file).mode;
-    pem = readFileSync(file, "utf8");
-  } catch (err) {
-    throw new SecretFileError(`cloud.keyFile ${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-  }
-  if (mode & 0o027) {
-    throw new SecretFileError(`cloud.keyFile ${file} has mode ${(mode & 0o777).toString(8)}; others must not read or write the agent's private key (chmod 600 ${file})`);
-  }
+  const pem = readSecretFile(file, "cloud.keyFile");
   try {
     return seedFromPkcs8Pem(pem);
   } catch (err) {

@@ -11,7 +11,7 @@ import { configPath, loadAgentConfig, type AgentConfig } from "../config.js";
 import { IntakeWorker, type IntakeMessage } from "../intake-worker.js";
 import { AliasError } from "../local/aliases.js";
 import { Agent } from "../master.js";
-import { SecretFileError } from "../smtp/smtp-transport.js";
+import { SecretFileError } from "../../shared/secret-file.js";
 
 /** sysexits(3) EX_UNAVAILABLE: a listener's port is taken or not ours to bind. */
 const EX_UNAVAILABLE = 69;

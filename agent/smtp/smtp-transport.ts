@@ -3,8 +3,10 @@
  * MX hosts, or to a named smarthost with AUTH. Limits concurrency per destination and in total,
  * and keeps idle sessions for a few seconds so that a burst of mail reuses them.
  */
-import { readFileSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import type { EnvelopeRecipient } from "../../shared/envelope.js";
+import { readSecretFile } from "../../shared/secret-file.js";
+import { transactionsOf } from "../../shared/smtp/transactions.js";
 import type { MailResolver } from "../../shared/dns/resolver.js";
 import type { MailLog } from "../../shared/log.js";
 import { deliverViaMx } from "../../shared/smtp/mx-delivery.js";
@@ -20,12 +22,10 @@ interface Smarthost {
   host: string;
   port: number;
   tls: SmtpTarget["tls"];
+  verifyImplicit: boolean;
   ca?: Buffer;
   auth?: { user: string; pass: string; method: "PLAIN" | "LOGIN" | "CRAM-MD5" };
 }
-
-/** Thrown at start-up for a smarthost secret that others may read (as sendmail refuses a readable authinfo). */
-export class SecretFileError extends Error {}
 
 /** Read the smarthosts' secrets and CAs; refuses password files that are readable or writable by others. */
 export function loadSmarthosts(config: Pick<AgentConfig, "smarthosts">): Map<string, Smarthost> {
@@ -33,19 +33,11 @@ export function loadSmarthosts(config: Pick<AgentConfig, "smarthosts">): Map<str
   for (const [name, s] of Object.entries(config.smarthosts)) {
     let auth: Smarthost["auth"];
     if (s.auth) {
-      let pass = s.auth.password;
-      if (s.auth.passwordFile !== undefined) {
-        const file = s.auth.passwordFile;
-        const mode = statSync(file).mode;
-        if (mode & 0o027) {
-          throw new SecretFileError(`smarthost ${name}: password file ${file} has mode ${(mode & 0o777).toString(8)}; others must not read or write it (chmod 600 ${file})`);
-        }
-        pass = readFileSync(file, "utf8").replace(/\r?\n$/, "");
-      }
-      auth = { user: s.auth.user, pass: pass!, method: s.auth.mechanism };
+      const pass = s.auth.password ?? readSecretFile(s.auth.passwordFile!, `smarthost ${name}: password file`).replace(/\r?\n$/, "");
+      auth = { user: s.auth.user, pass, method: s.auth.mechanism };
     }
     const tls: SmtpTarget["tls"] = s.tls === "implicit" ? "implicit" : s.tls === "none" ? "none" : s.verify ? "verify" : "encrypt";
-    hosts.set(name, { name, host: s.host, port: s.port, tls, ...(s.ca ? { ca: readFileSync(s.ca) } : {}), ...(auth ? { auth } : {}) });
+    hosts.set(name, { name, host: s.host, port: s.port, tls, verifyImplicit: s.verify, ...(s.ca ? { ca: readFileSync(s.ca) } : {}), ...(auth ? { auth } : {}) });
   }
   return hosts;
 }
@@ -92,7 +84,7 @@ export class SmtpTransport implements Transport {
   private async attempt(request: DeliveryRequest): Promise<DeliveryResult[]> {
     const { config, resolver } = this.o;
     const { message, step } = request;
-    const transactions = groupByDsn(request.recipients);
+    const transactions = transactionsOf(request.recipients);
     const content = () => request.content() as import("node:stream").Readable;
     let outcomes: RecipientOutcome[];
     if (step.kind === "mx") {
@@ -135,6 +127,7 @@ export class SmtpTransport implements Transport {
           port: host.port,
           hostname: host.host,
           tls: host.tls,
+          verifyImplicit: host.verifyImplicit,
           helo: this.o.config.hostname,
           connectTimeout: this.o.config.delivery.connectTimeout,
           commandTimeout: this.o.config.delivery.commandTimeout,
@@ -162,21 +155,4 @@ export class SmtpTransport implements Transport {
     const error = last!;
     return fail(error.temporary ? error.enhanced : `4${error.enhanced.slice(1)}`, error.message, error.unreachable);
   }
-}
-
-/** Recipients that can share one SMTP transaction: the same NOTIFY and no ORCPT (nodemailer sets both per transaction). */
-function groupByDsn(recipients: EnvelopeRecipient[]): EnvelopeRecipient[][] {
-  const groups = new Map<string, EnvelopeRecipient[]>();
-  const single: EnvelopeRecipient[][] = [];
-  for (const r of recipients) {
-    if (r.orcpt) {
-      single.push([r]);
-      continue;
-    }
-    const key = (r.notify ?? []).join(",");
-    const g = groups.get(key) ?? [];
-    g.push(r);
-    groups.set(key, g);
-  }
-  return [...groups.values(), ...single];
 }

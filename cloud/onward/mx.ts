@@ -10,7 +10,8 @@ import { deliverViaMx, type SessionSource } from "../../shared/smtp/mx-delivery.
 import { SmtpClient } from "../../shared/smtp/smtp-client.js";
 import type { CloudConfig } from "../config.js";
 import type { OnwardTransport } from "./onward.js";
-import { COMMAND_TIMEOUT, CONNECT_TIMEOUT, onwardEnvelope, relayResult, transactionsOf } from "./smtp.js";
+import { transactionsOf } from "../../shared/smtp/transactions.js";
+import { COMMAND_TIMEOUT, CONNECT_TIMEOUT, onwardEnvelope, relayResult } from "./smtp.js";
 
 /** The `onward` section of the cloud configuration when it names direct MX delivery. */
 export type MxOnwardConfig = Extract<CloudConfig["onward"], { transport: "mx" }>;

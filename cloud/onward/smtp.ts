@@ -4,18 +4,17 @@
  * 4xx deferred, 5xx failed; a session that cannot be opened defers every recipient.
  */
 import { randomUUID } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { Readable } from "node:stream";
 import type { Envelope, EnvelopeRecipient } from "../../shared/envelope.js";
+import { readSecretFile } from "../../shared/secret-file.js";
+import { transactionsOf } from "../../shared/smtp/transactions.js";
 import { SmtpClient, SmtpSessionError, type RecipientOutcome, type SmtpTarget } from "../../shared/smtp/smtp-client.js";
 import type { CloudConfig } from "../config.js";
 import type { OnwardMessage, OnwardTransport, RecipientResult, RelayResult } from "./onward.js";
 
 /** The `onward` section of the cloud configuration when it names an SMTP upstream. */
 export type SmtpOnwardConfig = Extract<CloudConfig["onward"], { transport: "smtp" }>;
-
-/** Thrown at start-up for an upstream password file that others may read or write. */
-export class SecretFileError extends Error {}
 
 /** Seconds to wait for a connection to the next hop. */
 export const CONNECT_TIMEOUT = 30;
@@ -29,11 +28,12 @@ export function createSmtpTransport(config: SmtpOnwardConfig, helo: string): Onw
     port: config.port,
     hostname: config.host,
     tls: config.tls === "implicit" ? "implicit" : config.tls === "none" ? "none" : config.verify ? "verify" : "encrypt",
+    verifyImplicit: config.verify,
     helo,
     connectTimeout: CONNECT_TIMEOUT,
     commandTimeout: COMMAND_TIMEOUT,
     ...(config.ca ? { ca: readFileSync(config.ca) } : {}),
-    ...(config.auth ? { auth: { user: config.auth.user, pass: config.auth.password ?? readSecretFile(config.auth.passwordFile!), method: config.auth.mechanism } } : {}),
+    ...(config.auth ? { auth: { user: config.auth.user, pass: config.auth.password ?? readSecretFile(config.auth.passwordFile!, "password file").replace(/\r?\n$/, ""), method: config.auth.mechanism } } : {}),
   };
   return {
     name: "smtp",
@@ -71,21 +71,6 @@ export function onwardEnvelope(message: OnwardMessage): Envelope {
   return { ...message.envelope, body: message.raw.some((byte) => byte > 0x7f) ? "8BITMIME" : "7BIT" };
 }
 
-/** Recipients that can share one SMTP transaction: the same NOTIFY and no ORCPT (nodemailer sets both per transaction). */
-export function transactionsOf(recipients: EnvelopeRecipient[]): EnvelopeRecipient[][] {
-  const groups = new Map<string, EnvelopeRecipient[]>();
-  const single: EnvelopeRecipient[][] = [];
-  for (const r of recipients) {
-    if (r.orcpt) {
-      single.push([r]);
-      continue;
-    }
-    const key = (r.notify ?? []).join(",");
-    groups.set(key, [...(groups.get(key) ?? []), r]);
-  }
-  return [...groups.values(), ...single];
-}
-
 /** The answer for the agent: one result per envelope recipient, in envelope order; a bounce is `failed`. */
 export function relayResult(recipients: EnvelopeRecipient[], outcomes: RecipientOutcome[]): RelayResult {
   const byAddress = new Map(outcomes.map((o) => [o.recipient, o]));
@@ -94,11 +79,4 @@ export function relayResult(recipients: EnvelopeRecipient[], outcomes: Recipient
     return { recipient: r.address, status: o.status === "bounced" ? "failed" : o.status, dsn: o.dsn, detail: o.detail };
   });
   return { id: randomUUID(), results };
-}
-
-/** A password from a file only its owner (and group) may read, without the trailing newline. */
-function readSecretFile(file: string): string {
-  const mode = statSync(file).mode;
-  if (mode & 0o027) throw new SecretFileError(`password file ${file} has mode ${(mode & 0o777).toString(8)}; others must not read or write it (chmod 600 ${file})`);
-  return readFileSync(file, "utf8").replace(/\r?\n$/, "");
 }

@@ -4,6 +4,7 @@
  * told per recipient in Postfix's words (`host mx.example.org[192.0.2.1] said: 550 … (in reply
  * to RCPT TO command)`), so the queue manager can deliver, retry or bounce each one.
  */
+import { isIP } from "node:net";
 import type { Readable } from "node:stream";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import type { Envelope, EnvelopeRecipient } from "../envelope.js";
@@ -17,6 +18,8 @@ export interface SmtpTarget {
   hostname: string;
   /** `may`: STARTTLS when offered; `encrypt`: STARTTLS required; `verify`: required and the certificate must match `hostname`; `implicit`: TLS from the first byte; `none`: never. */
   tls: "may" | "encrypt" | "verify" | "implicit" | "none";
+  /** With `implicit`: check the certificate against `hostname` too (always checked with `verify`). */
+  verifyImplicit?: boolean;
   /** Trusted CAs for `verify` (default: the system store). */
   ca?: string | Buffer | (string | Buffer)[];
   /** Our EHLO name: the configured hostname, never `localhost`. */
@@ -103,14 +106,15 @@ export class SmtpClient {
       // Not requireTLS: nodemailer would then send STARTTLS even when it is not offered; the check below
       // turns "not offered" into Postfix's 4.7.4 deferral instead. Offered STARTTLS is always used.
       requireTLS: false,
-      servername: target.hostname,
+      ...(isIP(target.hostname) ? {} : { servername: target.hostname }),
       connectionTimeout: target.connectTimeout * 1000,
       greetingTimeout: target.commandTimeout * 1000,
       socketTimeout: target.commandTimeout * 1000,
       allowInternalNetworkInterfaces: true,
       tls: {
-        rejectUnauthorized: target.tls === "verify",
-        servername: target.hostname,
+        rejectUnauthorized: target.tls === "verify" || (target.tls === "implicit" && target.verifyImplicit === true),
+        // SNI carries names only (RFC 6066); an address would be refused by Node.
+        ...(isIP(target.hostname) ? {} : { servername: target.hostname }),
         ...(target.ca ? { ca: target.ca } : {}),
         minVersion: "TLSv1.2",
       },

@@ -455,7 +455,7 @@ describe("configuration and keys", () => {
     const notKey = join(dir, "not-a-key.key");
     await writeFile(notKey, "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n", { mode: 0o600 });
     for (const [file, message] of [
-      [readable, `cloud.keyFile ${readable} has mode 644; others must not read or write the agent's private key (chmod 600 ${readable})`],
+      [readable, `cloud.keyFile ${readable} has mode 644; others must not read or write it (chmod 600 ${readable})`],
       [notKey, `cloud.keyFile ${notKey}: not an Ed25519 private key in PKCS#8 PEM form (make one with homerelay keygen)`],
     ] as const) {
       const config = join(dir, "start.yaml");
