@@ -8,6 +8,7 @@ import { hostname as osHostname } from "node:os";
 import { resolve } from "node:path";
 import { z } from "zod";
 import { loadConfigFile, parseConfigText } from "../shared/config-file.js";
+import { senderPattern, smtpAuthSchema } from "../shared/config-fields.js";
 import { isCidr, isLoopback, parseHostPort, type HostPort } from "../shared/net.js";
 import { isPasswordHash } from "./smtpd/password.js";
 
@@ -15,9 +16,6 @@ const hostnamePattern = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a
 const domain = z.string().regex(hostnamePattern, "expected a domain name such as example.net").transform((d) => d.toLowerCase());
 const listenAddress = z.string().refine((s) => parseHostPort(s) !== null, "expected host:port, e.g. 127.0.0.1:2525 or [::1]:25");
 const cidr = z.string().refine(isCidr, "expected an address range such as 192.0.2.0/24 or ::1/128");
-const senderPattern = z
-  .string()
-  .regex(/^(\*|[^@\s*]+@[^@\s*]+|\*@[^@\s*]+|[^@\s*]+@\*)$/, "expected an address, *@domain, local@* or *");
 const bytes = z.number().int().positive();
 const seconds = z.number().positive();
 
@@ -106,17 +104,7 @@ const smarthostSchema = z
     verify: z.boolean().default(true),
     /** A PEM file of CAs to trust for this smarthost instead of the system store. */
     ca: z.string().min(1).optional(),
-    auth: z
-      .object({
-        user: z.string().min(1),
-        password: z.string().optional(),
-        /** A file holding the password; it must not be readable by others (checked at start). */
-        passwordFile: z.string().optional(),
-        mechanism: z.enum(["PLAIN", "LOGIN", "CRAM-MD5"]).default("PLAIN"),
-      })
-      .strict()
-      .refine((a) => (a.password === undefined) !== (a.passwordFile === undefined), "give exactly one of password or passwordFile")
-      .optional(),
+    auth: smtpAuthSchema.optional(),
   })
   .strict();
 

@@ -5,9 +5,9 @@
  */
 import { z } from "zod";
 import { loadConfigFile, parseConfigText } from "../shared/config-file.js";
+import { senderPattern, smtpAuthSchema } from "../shared/config-fields.js";
 import { parseHostPort } from "../shared/net.js";
 
-const senderPattern = z.string().regex(/^(\*|[^@\s*]+@[^@\s*]+|\*@[^@\s*]+|[^@\s*]+@\*)$/, "expected an address, *@domain, local@* or *");
 const base64Key = z
   .string()
   .refine((s) => /^[A-Za-z0-9+/]{43}=$/.test(s) && Buffer.from(s, "base64").length === 32, "expected the base64 of a raw 32-byte Ed25519 public key (from homerelay keygen)");
@@ -25,15 +25,6 @@ const keySchema = z
   })
   .strict();
 
-const smtpAuth = z
-  .object({
-    user: z.string().min(1),
-    password: z.string().optional(),
-    passwordFile: z.string().optional(),
-    mechanism: z.enum(["PLAIN", "LOGIN", "CRAM-MD5"]).default("PLAIN"),
-  })
-  .strict()
-  .refine((a) => (a.password === undefined) !== (a.passwordFile === undefined), "give exactly one of password or passwordFile");
 
 const onwardSchema = z.discriminatedUnion("transport", [
   z
@@ -53,7 +44,7 @@ const onwardSchema = z.discriminatedUnion("transport", [
       tls: z.enum(["starttls", "implicit", "none"]).default("starttls"),
       verify: z.boolean().default(true),
       ca: z.string().min(1).optional(),
-      auth: smtpAuth.optional(),
+      auth: smtpAuthSchema.optional(),
     })
     .strict(),
   z

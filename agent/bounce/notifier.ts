@@ -77,7 +77,8 @@ export class Notifier {
   private async send(kind: DsnKind, message: QueuedMessage, items: NoticeItem[], to: string, what: string, now: Date, retryUntil?: Date): Promise<void> {
     const { record } = message;
     const recipients: DsnRecipient[] = items.map(({ recipient, result }) => {
-      const host = /^([^[\s]+)\[/.exec(result.relay)?.[1];
+      // Remote-MTA names an SMTP server; the cloud route's relay is a URL, not one.
+      const host = result.relay.startsWith("cloud[") ? undefined : /^([^[\s]+)\[/.exec(result.relay)?.[1];
       const fromHost = /^host \S+ said: (.*) \(in reply to .*\)$/.exec(result.detail)?.[1];
       return {
         address: recipient.address,
