@@ -19,14 +19,13 @@ export class IntakeWorker {
     private listeners: Smtpd[],
     private readonly spool: Spool,
     private readonly log: MailLog,
-    private config: AgentConfig,
   ) {}
 
   /** Open the configured listeners; accepted mail is reported with `process.send`. */
   static async start(config: AgentConfig, log: MailLog): Promise<IntakeWorker> {
     const spool = new Spool(config.spool);
     const listeners = await openListeners(config, spool, log, await localRecipients(config, spool), report);
-    return new IntakeWorker(listeners, spool, log, config);
+    return new IntakeWorker(listeners, spool, log);
   }
 
   /** Re-read the configuration; a bad one is logged and the running one kept. */
@@ -41,7 +40,6 @@ export class IntakeWorker {
     const recipients = await localRecipients(next, this.spool);
     await Promise.all(this.listeners.map((l) => l.stop()));
     this.listeners = await openListeners(next, this.spool, this.log, recipients, report);
-    this.config = next;
   }
 
   /** Stop listening and let messages in DATA finish. */

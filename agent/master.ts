@@ -86,11 +86,6 @@ export class Agent {
     this.log.info(`daemon started -- version ${VERSION}, configuration ${this.config.source}`);
   }
 
-  /** The bound addresses of the listeners, in configuration order. */
-  addresses(): { address: string; port: number }[] {
-    return this.listeners.map((l) => l.address());
-  }
-
   /**
    * Re-read the configuration (SIGHUP). Listeners, limits, accounts, aliases and certificate take
    * the new values for new connections; a configuration that does not load changes nothing.

@@ -34,13 +34,20 @@ interface Server {
 async function spawnServer(name: string, argv: string[], pattern: RegExp, log?: string): Promise<Server> {
   const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "pipe"], cwd: ROOT });
   let out = "";
+  let found = false;
   const logChunks: Buffer[] = [];
   const port = await new Promise<number>((res, rej) => {
     const onData = (d: Buffer) => {
       if (log) logChunks.push(d);
+      // Only until the port is known: matching a growing log on every chunk would stall this
+      // process, and with it the in-process sink that end-to-end figures depend on.
+      if (found) return;
       out += d.toString();
       const m = out.match(pattern);
-      if (m) res(Number(m[1]));
+      if (m) {
+        found = true;
+        res(Number(m[1]));
+      }
     };
     child.stdout!.on("data", onData);
     child.stderr!.on("data", onData);

@@ -6,7 +6,6 @@
 import { X509Certificate } from "node:crypto";
 import { readFile, rename, writeFile, open } from "node:fs/promises";
 import { join } from "node:path";
-import { generate } from "selfsigned";
 
 /** PEM key and certificate chain for node:tls. */
 export interface TlsIdentity {
@@ -37,6 +36,8 @@ export async function loadTlsIdentity(configured: { cert: string; key: string } 
   }
   const notBefore = new Date(Date.now() - 3600_000);
   const notAfter = new Date(notBefore.getTime() + 825 * 86400_000);
+  // Loaded only to make a certificate: the X.509 libraries cost ~15 MB of memory for the agent's whole life.
+  const { generate } = await import("selfsigned");
   const pems = await generate([{ name: "commonName", value: hostname }], {
     keyType: "ec",
     curve: "P-256",
