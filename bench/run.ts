@@ -3,6 +3,8 @@
  * the same run on the same machine, printed as a table and written as JSON to bench/results/.
  * Intake: the agent vs a bare smtp-server that fsyncs each message (no greeting pause); end to
  * end: the agent relaying everything to an in-repo sink, vs the load generator straight into it.
+ * Cloud (bench/cloud-bench.ts): signed requests through the Node entry vs bare Hono and the floor
+ * of a signed API, Ed25519 verify rates, the Lambda entry's cold import.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -10,6 +12,7 @@ import { cpus, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { stringify } from "yaml";
+import { benchCloud } from "./cloud-bench.js";
 import { startSink } from "./smtp-sink.js";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -178,6 +181,9 @@ async function main(): Promise<void> {
     await reference.stop();
     await sink.close();
 
+    const cloud = await benchCloud({ quick: args.quick });
+    results.cloud = cloud.results;
+
     const out = [
       `homerelay bench — ${results.date as string}, ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, Node ${process.version}, medians of ${repeats}`,
       "",
@@ -187,6 +193,10 @@ async function main(): Promise<void> {
       "",
       `agent peak RSS during intake: ${agentPeak.toFixed(0)} MB`,
       `25 MB message: RSS ${big.startMb.toFixed(0)} → ${big.peakMb.toFixed(0)} MB (growth ${(big.peakMb - big.startMb).toFixed(1)} MB, goal < 10 MB)`,
+      "",
+      `| cloud, medians of ${String(cloud.results.rounds)} | value |`,
+      "|---|---:|",
+      ...cloud.table.map((row) => `| ${row.join(" | ")} |`),
     ].join("\n");
     process.stdout.write(out + "\n");
     await mkdir(join(ROOT, "bench/results"), { recursive: true });

@@ -206,8 +206,10 @@ function describeProblem(response: Response, text: string): string {
   const problem = /json/i.test(response.headers.get("content-type") ?? "") ? jsonObject(text) : {};
   const title = typeof problem.title === "string" ? problem.title : response.statusText;
   const detail = typeof problem.detail === "string" ? `: ${problem.detail}` : "";
-  const type = typeof problem.type === "string" ? ` [${problem.type}]` : "";
-  return `${title}${detail}${type}`.replace(/[\x00-\x1f\x7f]+/g, " ").slice(0, MAX_PROBLEM_TEXT);
+  const type = typeof problem.type === "string" ? ` [${problem.type.slice(0, 100)}]` : "";
+  // The text may be cut, never the stable problem type an administrator greps for.
+  const said = `${title}${detail}`.slice(0, MAX_PROBLEM_TEXT - type.length);
+  return `${said}${type}`.replace(/[\x00-\x1f\x7f]+/g, " ");
 }
 
 /** The JSON object `text` holds, or an empty one when it holds anything else. */

@@ -242,7 +242,9 @@ export class QueueManager {
     const chains = new Map<string, { choice: RouteChoice; recipients: EnvelopeRecipient[] }>();
     for (const r of pending) {
       const choice = this.o.route(r.address, message.record.envelope.sender);
-      const key = `${choice.domain}|${choice.steps.map(routeName).join(">")}`;
+      // Only direct MX delivery goes per domain; a smarthost or the cloud takes every domain in one go.
+      const steps = choice.steps.map(routeName).join(">");
+      const key = choice.steps.some((s) => s.kind === "mx" || s.kind === "local") ? `${choice.domain}|${steps}` : steps;
       const chain = chains.get(key) ?? { choice, recipients: [] };
       chain.recipients.push(r);
       chains.set(key, chain);
