@@ -8,7 +8,7 @@ import { hostname as osHostname } from "node:os";
 import { resolve } from "node:path";
 import { z } from "zod";
 import { loadConfigFile, parseConfigText } from "../shared/config-file.js";
-import { senderPattern, smtpAuthSchema } from "../shared/config-fields.js";
+import { senderPattern, smtpUpstreamFields } from "../shared/config-fields.js";
 import { isCidr, isLoopback, parseHostPort, type HostPort } from "../shared/net.js";
 import { isPasswordHash } from "./smtpd/password.js";
 
@@ -95,18 +95,7 @@ const routeSchema = z
   })
   .strict();
 
-const smarthostSchema = z
-  .object({
-    host: z.string().min(1),
-    port: z.number().int().min(1).max(65535).default(587),
-    tls: z.enum(["starttls", "implicit", "none"]).default("starttls"),
-    /** Check the smarthost's certificate against its name (off only for hosts with self-signed certificates). */
-    verify: z.boolean().default(true),
-    /** A PEM file of CAs to trust for this smarthost instead of the system store. */
-    ca: z.string().min(1).optional(),
-    auth: smtpAuthSchema.optional(),
-  })
-  .strict();
+const smarthostSchema = z.object(smtpUpstreamFields).strict();
 
 const dnsSchema = z
   .object({

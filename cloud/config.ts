@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { loadConfigFile, parseConfigText } from "../shared/config-file.js";
-import { senderPattern, smtpAuthSchema } from "../shared/config-fields.js";
+import { senderPattern, smtpUpstreamFields } from "../shared/config-fields.js";
 import { parseHostPort } from "../shared/net.js";
 
 const base64Key = z
@@ -39,12 +39,7 @@ const onwardSchema = z.discriminatedUnion("transport", [
   z
     .object({
       transport: z.literal("smtp"),
-      host: z.string().min(1),
-      port: z.number().int().min(1).max(65535).default(587),
-      tls: z.enum(["starttls", "implicit", "none"]).default("starttls"),
-      verify: z.boolean().default(true),
-      ca: z.string().min(1).optional(),
-      auth: smtpAuthSchema.optional(),
+      ...smtpUpstreamFields,
     })
     .strict(),
   z

@@ -16,6 +16,7 @@ import { loadCloudConfig, type CloudConfig } from "./config.js";
 import type { OnwardTransport } from "./onward/onward.js";
 import { createMxTransport } from "./onward/mx.js";
 import { SecretFileError } from "../shared/secret-file.js";
+import { stopOnSignals } from "../shared/shutdown.js";
 import { createSmtpTransport } from "./onward/smtp.js";
 import { FileStore } from "./store/file-store.js";
 
@@ -105,25 +106,7 @@ export async function runCloudServe(options: { config: string }): Promise<void> 
     log.flush();
     process.exit(err instanceof SecretFileError ? EX_CONFIG : err.code === "EADDRINUSE" || err.code === "EACCES" ? EX_UNAVAILABLE : 1);
   });
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info(`terminating on signal ${signal}`);
-    server.close().then(
-      () => {
-        log.flush();
-        process.exit(0);
-      },
-      (err: Error) => {
-        log.error(`stop: ${err.message}`);
-        log.flush();
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  stopOnSignals(() => server.close(), log);
 }
 
 /** A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; the caller's address is a.b.c.d. */

@@ -20,3 +20,15 @@ export const smtpAuthSchema = z
   })
   .strict()
   .refine((a) => (a.password === undefined) !== (a.passwordFile === undefined), "give exactly one of password or passwordFile");
+
+/** An SMTP upstream (the agent's smarthosts, the cloud's `smtp` onward transport). */
+export const smtpUpstreamFields = {
+  host: z.string().min(1),
+  port: z.number().int().min(1).max(65535).default(587),
+  tls: z.enum(["starttls", "implicit", "none"]).default("starttls"),
+  /** Check the upstream's certificate against its name (off only for hosts with self-signed certificates). */
+  verify: z.boolean().default(true),
+  /** A PEM file of CAs to trust for this upstream instead of the system store. */
+  ca: z.string().min(1).optional(),
+  auth: smtpAuthSchema.optional(),
+};

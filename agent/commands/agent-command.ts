@@ -7,6 +7,7 @@
 import cluster, { type Worker } from "node:cluster";
 import { ConfigError, EX_CONFIG } from "../../shared/config-file.js";
 import { createMailLog, type MailLog } from "../../shared/log.js";
+import { stopOnSignals } from "../../shared/shutdown.js";
 import { configPath, loadAgentConfig, type AgentConfig } from "../config.js";
 import { IntakeWorker, type IntakeMessage } from "../intake-worker.js";
 import { AliasError } from "../local/aliases.js";
@@ -41,28 +42,10 @@ export async function runAgent(options: { config?: string; checkConfig?: boolean
   const workers = processes > 1 ? await startIntake(processes, agent, log) : null;
   if (workers) agent.announce();
 
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info(`terminating on signal ${signal}`);
-    (async () => {
-      if (workers) await workers.stop();
-      await agent.stop();
-    })().then(
-      () => {
-        log.flush();
-        process.exit(0);
-      },
-      (err: Error) => {
-        log.error(`stop: ${err.message}`);
-        log.flush();
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  stopOnSignals(async () => {
+    if (workers) await workers.stop();
+    await agent.stop();
+  }, log);
   process.on("SIGHUP", () => {
     void agent.reload(file);
     workers?.reload();
