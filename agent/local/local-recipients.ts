@@ -39,7 +39,11 @@ export class LocalRecipients {
 
   /** Does `localPart@domain` exist here? `domain` must be local. */
   isLocalRecipient(localPart: string, domain: string): boolean {
-    if (this.known.has(mailboxOf(localPart))) return true;
-    return /^srs[01][=+-]/i.test(localPart) && this.srs.reverse(`${localPart}@${domain}`) !== null;
+    return this.known.has(mailboxOf(localPart)) || this.srsOrigin(localPart, domain) !== null;
+  }
+
+  /** The original sender behind an SRS return address of ours (a bounce to forwarded mail), or null. */
+  srsOrigin(localPart: string, domain: string): string | null {
+    return /^srs[01][=+-]/i.test(localPart) ? this.srs.reverse(`${localPart}@${domain}`) : null;
   }
 }

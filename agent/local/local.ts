@@ -70,7 +70,7 @@ export class LocalDelivery implements Transport {
   /** Alias expansion, also following aliases that name addresses in other local domains. */
   private expand(local: string, domain: string): { mailboxes: string[]; external: string[] } {
     const { recipients } = this.o;
-    const srsOrigin = /^srs[01][=+-]/i.test(local) ? recipients.srs.reverse(`${local}@${domain}`) : null;
+    const srsOrigin = recipients.srsOrigin(local, domain);
     if (srsOrigin) return { mailboxes: [], external: [srsOrigin] };
     const mailboxes = new Set<string>();
     const external = new Set<string>();

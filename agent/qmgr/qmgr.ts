@@ -397,4 +397,3 @@ function formatAge(ms: number): string {
   return `${n} ${unit}${n === 1 ? "" : "s"}`;
 }
 
-export type { RecipientStatus };

@@ -107,7 +107,7 @@ export class SmtpTransport implements Transport {
     } else {
       throw new Error(`smtp transport cannot deliver route ${step.kind}`);
     }
-    return outcomes.map((o) => ({ ...o }));
+    return outcomes;
   }
 
   private async viaSmarthost(name: string, request: DeliveryRequest, transactions: EnvelopeRecipient[][], content: () => import("node:stream").Readable): Promise<RecipientOutcome[]> {

@@ -6,12 +6,12 @@ import { spawnSync } from "node:child_process";
 import { createHash, createPrivateKey, createPublicKey, randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server } from "node:http";
-import { createServer as createTcpServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { parseCloudConfig } from "../../cloud/config.js";
-import { serveCloud, type CloudServer } from "../../cloud/serve.js";
+import type { CloudServer } from "../../cloud/serve.js";
+import { serveCloudOnNamedPort } from "../support/cloud-client.js";
 import { silentLog } from "../../shared/log.js";
 import { contentDigest } from "../../shared/protocol/content-digest.js";
 import { nodeCryptoEd25519, pkcs8PemFromSeed, publicKeyFromSeed } from "../../shared/protocol/ed25519.js";
@@ -499,14 +499,6 @@ describe("configuration and keys", () => {
   });
 });
 
-/** A loopback port free a moment ago (the cloud's `authority` must name its port before it listens). */
-async function freePort(): Promise<number> {
-  const server = createTcpServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 describe("end to end: agent → cloud app (Node entry) → SMTP upstream", () => {
   let agent: AgentProcess;
@@ -514,26 +506,20 @@ describe("end to end: agent → cloud app (Node entry) → SMTP upstream", () =>
   let store: string;
   before(async () => {
     store = await mkdtemp(join(tmpdir(), "hr-cloud-store-"));
-    for (let attempt = 1; ; attempt++) {
-      const port = await freePort();
-      const config = parseCloudConfig(
-        stringify({
-          listen: `127.0.0.1:${port}`,
-          authority: [`127.0.0.1:${port}`],
-          keys: [{ id: KEY_ID, publicKey: Buffer.from(PUBLIC_KEY).toString("base64"), senders: ["*@home.example.net"] }],
-          onward: { transport: "smtp", host: isp.address, port: world.port, tls: "none" },
-          store,
-        }),
-        "cloud.yaml",
-      );
-      try {
-        server = await serveCloud(config, silentLog);
-        break;
-      } catch (err) {
-        // Someone took the port in between: take another.
-        if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE" || attempt === 10) throw err;
-      }
-    }
+    server = await serveCloudOnNamedPort(
+      (port) =>
+        parseCloudConfig(
+      stringify({
+        listen: `127.0.0.1:${port}`,
+        authority: [`127.0.0.1:${port}`],
+        keys: [{ id: KEY_ID, publicKey: Buffer.from(PUBLIC_KEY).toString("base64"), senders: ["*@home.example.net"] }],
+        onward: { transport: "smtp", host: isp.address, port: world.port, tls: "none" },
+        store,
+      }),
+      "cloud.yaml",
+    ),
+      silentLog,
+    );
     agent = await startAgent(worldConfig(world, { cloud: { url: `http://127.0.0.1:${server.port}`, keyId: KEY_ID, keyFile, timeout: 10 }, routes: [{ match: "*", route: "cloud" }] }));
   });
   after(async () => {

@@ -5,14 +5,15 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import type { Server } from "node:http";
-import { createServer as createTcpServer, type AddressInfo } from "node:net";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import sesLocal from "aws-ses-v2-local";
 import { stringify } from "yaml";
 import { parseCloudConfig } from "../../cloud/config.js";
-import { serveCloud, type CloudServer } from "../../cloud/serve.js";
+import type { CloudServer } from "../../cloud/serve.js";
+import { serveCloudOnNamedPort } from "../support/cloud-client.js";
 import { createMailLog } from "../../shared/log.js";
 import { CLI, startAgent, type AgentProcess } from "../support/agent-process.js";
 import { deliveryLines, escapeRegExp, startMxWorld, waitForDelivery, waitForQueueFile, worldConfig, type MxHost, type MxWorld } from "../support/mx-world.js";
@@ -56,14 +57,6 @@ async function submitMessage(agent: AgentProcess, to: string[], text: string): P
   }
 }
 
-/** A loopback port free a moment ago (the cloud's `authority` must name its port before it listens). */
-async function freePort(): Promise<number> {
-  const server = createTcpServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 describe("end to end: agent → cloud app (Node entry) → Amazon SES (aws-ses-v2-local)", () => {
   let world: MxWorld;
@@ -120,26 +113,20 @@ describe("end to end: agent → cloud app (Node entry) → Amazon SES (aws-ses-v
       },
       "cloud",
     );
-    for (let attempt = 1; ; attempt++) {
-      const port = await freePort();
-      const config = parseCloudConfig(
-        stringify({
-          listen: `127.0.0.1:${port}`,
-          authority: [`127.0.0.1:${port}`],
-          keys: [{ id: KEY_ID, publicKey, senders: ["*@home.example.net", "*@family.example.org"] }],
-          onward: { transport: "ses", region: "us-east-1", endpoint: emulatorUrl },
-          store,
-        }),
-        "cloud.yaml",
-      );
-      try {
-        cloud = await serveCloud(config, log);
-        break;
-      } catch (err) {
-        // Someone took the port in between: take another.
-        if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE" || attempt === 10) throw err;
-      }
-    }
+    cloud = await serveCloudOnNamedPort(
+      (port) =>
+        parseCloudConfig(
+      stringify({
+        listen: `127.0.0.1:${port}`,
+        authority: [`127.0.0.1:${port}`],
+        keys: [{ id: KEY_ID, publicKey, senders: ["*@home.example.net", "*@family.example.org"] }],
+        onward: { transport: "ses", region: "us-east-1", endpoint: emulatorUrl },
+        store,
+      }),
+      "cloud.yaml",
+    ),
+      log,
+    );
     relay = `cloud[http://127.0.0.1:${cloud.port}]`;
     agent = await startAgent(
       worldConfig(world, {

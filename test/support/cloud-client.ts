@@ -5,6 +5,10 @@
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import { request as httpRequest } from "node:http";
+import { createServer as createTcpServer, type AddressInfo } from "node:net";
+import type { CloudConfig } from "../../cloud/config.js";
+import { serveCloud, type CloudServer } from "../../cloud/serve.js";
+import type { MailLog } from "../../shared/log.js";
 import { contentDigest } from "../../shared/protocol/content-digest.js";
 import { nodeCryptoEd25519, publicKeyFromSeed } from "../../shared/protocol/ed25519.js";
 import { signRequest, MESSAGE_COMPONENTS } from "../../shared/protocol/signed-request.js";
@@ -127,4 +131,23 @@ export function send(port: number, request: WireRequest): Promise<Answer> {
       req.end();
     } else req.end(request.body);
   });
+}
+
+/**
+ * Start the cloud's Node entry on a loopback port that its own configuration names (`authority`
+ * must name the port before the server listens): take a port free a moment ago, and another if
+ * someone took it in between.
+ */
+export async function serveCloudOnNamedPort(configFor: (port: number) => CloudConfig, log: MailLog): Promise<CloudServer> {
+  for (let attempt = 1; ; attempt++) {
+    const probe = createTcpServer();
+    await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+    const { port } = probe.address() as AddressInfo;
+    await new Promise((resolve) => probe.close(resolve));
+    try {
+      return await serveCloud(configFor(port), log);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE" || attempt === 10) throw err;
+    }
+  }
 }
