@@ -42,7 +42,9 @@ async function stopChild(child: ChildProcess): Promise<void> {
 async function startServer(name: ServerName, argv: string[], work: string, children: ChildProcess[]): Promise<BenchServer> {
   const log = join(work, `${name}.log`);
   const out = await open(log, "w");
-  const child = spawn(process.execPath, ["--import", "tsx", "bench/cloud-servers.ts", ...argv], { cwd: ROOT, stdio: ["ignore", "pipe", out.fd] });
+  // HR_PROF=DIR writes a CPU profile of the app server there (node --cpu-prof), for finding where its time goes.
+  const profile = process.env.HR_PROF && name === "app" ? ["--cpu-prof", `--cpu-prof-dir=${process.env.HR_PROF}`] : [];
+  const child = spawn(process.execPath, [...profile, "--import", "tsx", "bench/cloud-servers.ts", ...argv], { cwd: ROOT, stdio: ["ignore", "pipe", out.fd] });
   children.push(child);
   await out.close();
   let text = "";

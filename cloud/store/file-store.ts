@@ -1,9 +1,12 @@
 /**
  * file-store — the embedded store of `cloud serve`: state in memory, each change appended to a
- * JSON-lines journal and fsynced before it counts, replayed and compacted at start. One process
- * owns the directory: the conditional writes are decided in its memory, so servers never share it.
+ * JSON-lines journal before it counts, replayed and compacted at start. Appends are plain writes
+ * (they survive the process being killed) made durable by an fsync within SYNC_INTERVAL_MS: an
+ * fsync per request would make every submission wait for the disk (see CloudStore for what that
+ * costs at worst). One process owns the directory: conditional writes are decided in its memory.
  */
-import { mkdir, open, readFile, rename, type FileHandle } from "node:fs/promises";
+import { closeSync, fdatasync, fdatasyncSync, fsyncSync, ftruncateSync, openSync, renameSync, writeSync } from "node:fs";
+import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { CloudStore, IdempotencyRecord } from "./store.js";
 
@@ -13,6 +16,9 @@ type JournalEntry =
   | { op: "idempotency"; keyid: string; key: string; record: IdempotencyRecord }
   | { op: "forget"; keyid: string; key: string };
 
+/** The longest an appended line waits for its fsync, milliseconds. */
+const SYNC_INTERVAL_MS = 100;
+
 /** Journal lines appended since the last compaction that start another one (and at least twice the live entries). */
 const COMPACT_AFTER_LINES = 100_000;
 
@@ -20,10 +26,14 @@ const COMPACT_AFTER_LINES = 100_000;
 export class FileStore implements CloudStore {
   private readonly nonces = new Map<string, number>();
   private readonly records = new Map<string, { keyid: string; key: string; record: IdempotencyRecord }>();
-  private readonly pending: { line: string; resolve: () => void; reject: (err: Error) => void }[] = [];
-  private flushing: Promise<void> | null = null;
-  private journal: FileHandle | null = null;
+  /** The journal's file descriptor, appended to with write(2); null once closed. */
+  private fd: number | null = null;
+  /** The fsync that makes the lines appended so far durable, when one is due or running. */
+  private syncTimer: NodeJS.Timeout | null = null;
+  private syncing: Promise<void> | null = null;
   private appended = 0;
+  /** Octets of the journal known to be whole: a failed write is cut back to this. */
+  private size = 0;
   private liveAtCompaction = 0;
   /** The latest time an operation was given, Unix seconds: what expiry is judged by when compacting. */
   private clock: number;
@@ -60,7 +70,7 @@ export class FileStore implements CloudStore {
       }
       store.apply(entry);
     });
-    await store.compact();
+    store.compact();
     return store;
   }
 
@@ -69,37 +79,41 @@ export class FileStore implements CloudStore {
     const id = JSON.stringify([keyid, nonce]);
     const seen = this.nonces.get(id);
     if (seen !== undefined && seen > now) return false;
-    // Claimed in memory before the write, so a concurrent claim of the same nonce sees it.
+    this.append({ op: "nonce", keyid, nonce, expiresAt });
     this.nonces.set(id, expiresAt);
-    await this.append({ op: "nonce", keyid, nonce, expiresAt });
     return true;
   }
 
   async beginIdempotent(keyid: string, key: string, fingerprint: string, expiresAt: number, now: number): Promise<IdempotencyRecord | null> {
     this.clock = Math.max(this.clock, now);
-    const existing = this.records.get(JSON.stringify([keyid, key]));
+    const id = JSON.stringify([keyid, key]);
+    const existing = this.records.get(id);
     if (existing && existing.record.expiresAt > now) return existing.record;
     const record: IdempotencyRecord = { state: "in-progress", fingerprint, expiresAt };
-    this.records.set(JSON.stringify([keyid, key]), { keyid, key, record });
-    await this.append({ op: "idempotency", keyid, key, record });
+    this.append({ op: "idempotency", keyid, key, record });
+    this.records.set(id, { keyid, key, record });
     return null;
   }
 
   async finishIdempotent(keyid: string, key: string, record: Extract<IdempotencyRecord, { state: "done" }>): Promise<void> {
+    this.append({ op: "idempotency", keyid, key, record });
     this.records.set(JSON.stringify([keyid, key]), { keyid, key, record });
-    await this.append({ op: "idempotency", keyid, key, record });
   }
 
   async abandonIdempotent(keyid: string, key: string): Promise<void> {
+    this.append({ op: "forget", keyid, key });
     this.records.delete(JSON.stringify([keyid, key]));
-    await this.append({ op: "forget", keyid, key });
   }
 
-  /** Wait for the journal writes in flight, then close the journal. */
+  /** Make what was appended durable, then close the journal. */
   async close(): Promise<void> {
-    await this.flushing;
-    await this.journal?.close();
-    this.journal = null;
+    if (this.syncTimer) clearTimeout(this.syncTimer);
+    this.syncTimer = null;
+    await this.syncing;
+    if (this.fd === null) return;
+    fdatasyncSync(this.fd);
+    closeSync(this.fd);
+    this.fd = null;
   }
 
   private apply(entry: JournalEntry): void {
@@ -109,36 +123,59 @@ export class FileStore implements CloudStore {
     else this.records.delete(id);
   }
 
-  /** Append one entry; resolves once it is on disk. Entries that arrive during a write share the next one (group commit). */
-  private append(entry: JournalEntry): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.pending.push({ line: `${JSON.stringify(entry)}\n`, resolve, reject });
-      this.flushing ??= this.flush().finally(() => (this.flushing = null));
-    });
+  /**
+   * Append one entry to the journal (one write(2), no thread hop: a few microseconds) and see
+   * that an fsync follows within SYNC_INTERVAL_MS. Throws, with the journal as it was, when the
+   * write fails: the caller's change does not count.
+   */
+  private append(entry: JournalEntry): void {
+    if (this.fd === null) throw new Error("the store is closed");
+    // Compacted before the line, so the snapshot taken from memory and the journal agree.
+    if (this.appended >= Math.max(COMPACT_AFTER_LINES, 2 * this.liveAtCompaction)) this.compact();
+    const line = Buffer.from(`${JSON.stringify(entry)}\n`);
+    try {
+      const written = writeSync(this.fd, line);
+      if (written !== line.length) throw new Error(`short write to ${this.file} (${written} of ${line.length} octets): is the disk full?`);
+    } catch (err) {
+      // A torn tail would make every later line unreadable at the next start: cut it off.
+      try {
+        ftruncateSync(this.fd, this.size);
+      } catch {
+        // The next start skips a torn last line; a later append after a failed cut is refused below.
+      }
+      throw err;
+    }
+    this.size += line.length;
+    this.appended++;
+    this.syncTimer ??= setTimeout(() => this.sync(), SYNC_INTERVAL_MS).unref();
   }
 
-  private async flush(): Promise<void> {
-    while (this.pending.length > 0) {
-      const batch = this.pending.splice(0);
-      try {
-        if (!this.journal) throw new Error("the store is closed");
-        await this.journal.write(batch.map((b) => b.line).join(""));
-        await this.journal.datasync();
-        this.appended += batch.length;
-        if (this.appended > Math.max(COMPACT_AFTER_LINES, 2 * this.liveAtCompaction)) await this.compact();
-        for (const b of batch) b.resolve();
-      } catch (err) {
-        for (const b of batch) b.reject(err as Error);
-      }
+  /** The background fsync of what was appended; one that fails or overlaps a running one is tried again later. */
+  private sync(): void {
+    this.syncTimer = null;
+    const fd = this.fd;
+    if (fd === null) return;
+    const again = () => (this.syncTimer ??= setTimeout(() => this.sync(), SYNC_INTERVAL_MS).unref());
+    if (this.syncing) {
+      again();
+      return;
     }
+    this.syncing = new Promise<void>((resolve) =>
+      fdatasync(fd, (err) => {
+        this.syncing = null;
+        if (err) again();
+        resolve();
+      }),
+    );
   }
 
   /**
    * Drop expired entries and write the live ones to a new journal that replaces the old one
    * atomically (write, fsync, rename, fsync the directory). Replaying entries appended later on
    * top of this snapshot gives the same state: every entry sets or removes one item outright.
+   * Synchronous, like the appends it must not interleave with: some milliseconds per 100 000 requests.
    */
-  private async compact(): Promise<void> {
+  private compact(): void {
     const live: JournalEntry[] = [];
     for (const [id, expiresAt] of this.nonces) {
       if (expiresAt <= this.clock) this.nonces.delete(id);
@@ -152,23 +189,27 @@ export class FileStore implements CloudStore {
       else live.push({ op: "idempotency", keyid, key, record });
     }
     const next = `${this.file}.new`;
-    const out = await open(next, "w", 0o600);
+    const text = Buffer.from(live.map((e) => `${JSON.stringify(e)}\n`).join(""));
+    const out = openSync(next, "w", 0o600);
     try {
-      await out.write(live.map((e) => `${JSON.stringify(e)}\n`).join(""));
-      await out.sync();
+      if (writeSync(out, text) !== text.length) throw new Error(`short write to ${next}: is the disk full?`);
+      fsyncSync(out);
     } finally {
-      await out.close();
+      closeSync(out);
     }
-    await rename(next, this.file);
-    const dir = await open(this.dir, "r");
+    renameSync(next, this.file);
+    const dir = openSync(this.dir, "r");
     try {
-      await dir.sync();
+      fsyncSync(dir);
     } finally {
-      await dir.close();
+      closeSync(dir);
     }
-    await this.journal?.close();
-    this.journal = await open(this.file, "a", 0o600);
+    // The old journal is replaced; a background fsync may still hold its descriptor.
+    const old = this.fd;
+    if (old !== null) void (this.syncing ?? Promise.resolve()).then(() => closeSync(old)).catch(() => {});
+    this.fd = openSync(this.file, "a", 0o600);
     this.appended = 0;
+    this.size = text.length;
     this.liveAtCompaction = live.length;
   }
 }

@@ -10,7 +10,12 @@ export type IdempotencyRecord =
   | { state: "in-progress"; fingerprint: string; expiresAt: number }
   | { state: "done"; fingerprint: string; expiresAt: number; status: number; body: RelayResult | Record<string, unknown> };
 
-/** The cloud's memory. Times are Unix seconds. */
+/**
+ * The cloud's memory. Times are Unix seconds. A write has left the process when it resolves, so
+ * killing the process never forgets it; whether it also survives a power loss is the backend's
+ * (DynamoDB: yes; the file store: after its next fsync, a fraction of a second later). What a
+ * power loss forgets costs at most a duplicate relay: the agent's queue still holds the message.
+ */
 export interface CloudStore {
   /** Record (keyid, nonce) until `expiresAt`; false when it was already recorded and has not expired (a replay). */
   claimNonce(keyid: string, nonce: string, expiresAt: number, now: number): Promise<boolean>;

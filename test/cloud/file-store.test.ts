@@ -86,6 +86,18 @@ describe("the file store", () => {
     await store.close();
   });
 
+  test("every change is in the journal (out of the process) when its call resolves, before any fsync", async () => {
+    const store = await FileStore.open(join(dir, "store"), NOW);
+    await store.claimNonce("home-1", "n-early", NOW + 300, NOW);
+    await store.beginIdempotent("home-1", "k-next", "fp2", NOW + 600, NOW);
+    await store.finishIdempotent("home-1", "k-done", { state: "done", fingerprint: "fp", expiresAt: NOW + 600, status: 200, body: { id: "x", results: [] } });
+    await store.abandonIdempotent("home-1", "k-next");
+    // Read back as a restart after the process was killed would, without closing the store first.
+    const lines = (await journal()).trim().split("\n").map((l) => JSON.parse(l) as { op: string; nonce?: string; key?: string });
+    assert.deepEqual(lines.map((l) => `${l.op} ${l.nonce ?? l.key}`), ["nonce n-early", "idempotency k-next", "idempotency k-done", "forget k-next"]);
+    await store.close();
+  });
+
   test("the directory is 0700 and the journal 0600", async () => {
     const store = await FileStore.open(join(dir, "store"), NOW);
     await store.claimNonce("home-1", "n1", NOW + 300, NOW);
