@@ -9,6 +9,7 @@ import { Command } from "commander";
 import { runAgent } from "./commands/agent-command.js";
 import { basename } from "node:path";
 import { configOrExit } from "./commands/load-config.js";
+import { addClassifyCommand } from "./commands/classify-command.js";
 import { addKeygenCommand } from "./commands/keygen-command.js";
 import { addQueueCommands, controlAgent, printQueue } from "./commands/queue-command.js";
 import { addRoutesCommands } from "./commands/routes-command.js";
@@ -46,6 +47,7 @@ program
 addQueueCommands(program);
 addRoutesCommands(program);
 addKeygenCommand(program);
+addClassifyCommand(program);
 program
   .command("sendmail")
   .description("sendmail(1)-compatible submission: message on stdin, -t, -i, -f, -F, -bp, -q (install as /usr/sbin/sendmail)")

@@ -76,10 +76,13 @@ const limitsSchema = z
 
 const secondsOrZero = z.number().min(0);
 
-/** Where routes may send mail: `mx`, `smarthost:<name>`, `local`, `hold`, `reject`, `cloud`. */
+/**
+ * Where routes may send mail: `mx`, `smarthost:<name>`, `local`, `hold`, `reject`, `cloud`, or
+ * `auto`: direct to MX unless the receiver is learned to refuse the home address, then the fallback.
+ */
 const routeName = z
   .string()
-  .regex(/^(mx|local|hold|reject|cloud|smarthost:[A-Za-z0-9._-]+)$/, "expected mx, smarthost:<name>, local, hold, reject or cloud");
+  .regex(/^(mx|auto|local|hold|reject|cloud|smarthost:[A-Za-z0-9._-]+)$/, "expected mx, auto, smarthost:<name>, local, hold, reject or cloud");
 
 const routeSchema = z
   .object({
@@ -124,6 +127,8 @@ const deliverySchema = z
     ca: z.string().min(1).optional(),
     /** Per-domain TLS policy overrides (Postfix smtp_tls_policy_maps). */
     tlsPolicies: z.record(domain, z.enum(["may", "encrypt", "verify"])).default({}),
+    /** How long a receiver that refused the home address gets mail by the fallback route before direct delivery is tried again (default 30 days). */
+    learnedRouteExpiry: seconds.default(30 * 86400),
   })
   .strict();
 
@@ -210,6 +215,7 @@ const configSchema = z
         if (name === "cloud" && c.cloud === undefined) {
           ctx.addIssue({ code: "custom", path, message: "the cloud route needs a cloud: section (url, keyId, keyFile; see homerelay keygen)" });
         }
+        if (name === "auto" && j > 0) ctx.addIssue({ code: "custom", path, message: "auto can only be a route's first step (use mx as a fallback)" });
         if (j > 0 && ["local", "hold", "reject"].includes(name)) {
           ctx.addIssue({ code: "custom", path, message: `${name} cannot be a fallback: fallbacks are ways out (mx, smarthost:<name>, cloud)` });
         }

@@ -14,6 +14,8 @@ import { LocalDelivery } from "./local/local.js";
 import { LocalRecipients } from "./local/local-recipients.js";
 import { SenderRewriter, loadOrCreateSrsSecret } from "./local/srs.js";
 import { QueueManager, type QmgrOptions } from "./qmgr/qmgr.js";
+import { DirectRouteAdvisor } from "./reroute/direct-route-advisor.js";
+import { LearnedRoutes } from "./reroute/learned-routes.js";
 import { Spool } from "./queue/spool.js";
 import type { QueuedMessage } from "./queue/queue-file.js";
 import { Anvil } from "./smtpd/anvil.js";
@@ -76,7 +78,7 @@ export class Agent {
       headerSize: HEADER_SIZE_LIMIT,
     });
     await agent.pickup.start();
-    agent.control = await serveControl(controlSocketPath(spool.privateDir), new QueueControl(spool, qmgr, log.component("postsuper")), log);
+    agent.control = await serveControl(controlSocketPath(spool.privateDir), new QueueControl(spool, qmgr, log.component("postsuper"), () => agent!.routing.learned), log);
     if (options.announce) agent.announce();
     return agent;
   }
@@ -145,6 +147,9 @@ interface Routing {
   /** Only when the configuration has a `cloud:` section. */
   cloud: CloudTransport | null;
   notifier: Notifier;
+  /** Receivers learned to refuse the home address, and what to make of an MX's refusal. */
+  learned: LearnedRoutes;
+  directRoutes: DirectRouteAdvisor;
 }
 
 async function buildRouting(config: AgentConfig, spool: Spool, log: MailLog, queued: (message: QueuedMessage) => void): Promise<Routing> {
@@ -155,7 +160,9 @@ async function buildRouting(config: AgentConfig, spool: Spool, log: MailLog, que
   const resolver = new MailResolver({ ...(config.dns.servers ? { servers: config.dns.servers } : {}), timeoutSeconds: config.dns.timeout });
   const smtp = new SmtpTransport({ config, resolver, log: log.component("smtp"), ...(config.delivery.ca ? { mxCa: [...rootCertificates, await readFile(config.delivery.ca, "utf8")] } : {}) });
   const notifier = new Notifier({ spool, hostname: config.hostname, log: log.component("bounce"), notifyPostmaster: config.queue.notifyPostmaster, queued });
-  return { recipients, router: new Router(config), local, smtp, cloud, notifier };
+  const learned = await LearnedRoutes.open(spool.privateDir);
+  const directRoutes = new DirectRouteAdvisor({ learned, resolver, log: log.component("qmgr"), expirySeconds: config.delivery.learnedRouteExpiry });
+  return { recipients, router: new Router(config), local, smtp, cloud, notifier, learned, directRoutes };
 }
 
 function qmgrOptions(config: AgentConfig, spool: Spool, log: MailLog, routing: Routing): QmgrOptions {
@@ -165,6 +172,7 @@ function qmgrOptions(config: AgentConfig, spool: Spool, log: MailLog, routing: R
     route: (recipient, sender) => routing.router.resolve(recipient, sender),
     transports: { local: routing.local, mx: routing.smtp, smarthost: routing.smtp, ...(routing.cloud ? { cloud: routing.cloud } : {}) },
     notifier: routing.notifier,
+    directRoutes: routing.directRoutes,
     timing: config.queue,
     concurrency: config.delivery.concurrency,
   };

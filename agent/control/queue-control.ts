@@ -1,7 +1,8 @@
 /**
  * queue-control — what administrators may do to queued mail while the agent runs (Postfix
  * postqueue -f/-i and postsuper -h/-H/-d): flush, hold, release and delete, coordinated with the
- * queue manager so that nothing is moved out from under a delivery in progress.
+ * queue manager so that nothing is moved out from under a delivery in progress; and forgetting a
+ * learned route, which the running agent's table must see.
  */
 import { readdir, unlink } from "node:fs/promises";
 import { moveQueueFile, readQueueFile } from "../queue/queue-file.js";
@@ -9,6 +10,7 @@ import { isQueueId } from "../queue/queue-id.js";
 import type { QueueState, Spool } from "../queue/spool.js";
 import { removeStatus } from "../queue/status-log.js";
 import type { QueueManager } from "../qmgr/qmgr.js";
+import type { LearnedRoutes } from "../reroute/learned-routes.js";
 import type { MailLog } from "../../shared/log.js";
 
 /** A request from `homerelay queue …` or `homerelay sendmail -q`. */
@@ -16,7 +18,8 @@ export type ControlRequest =
   | { op: "flush"; id?: string; domain?: string }
   | { op: "hold"; id: string }
   | { op: "release"; id: string }
-  | { op: "delete"; id?: string; allDeferred?: boolean };
+  | { op: "delete"; id?: string; allDeferred?: boolean }
+  | { op: "forget-route"; key: string };
 
 /** The answer: how many messages were affected, or why nothing was done. */
 export type ControlReply = { ok: true; count: number; message: string } | { ok: false; error: string };
@@ -27,6 +30,8 @@ export class QueueControl {
     private readonly spool: Spool,
     private readonly qmgr: QueueManager,
     private readonly log: MailLog,
+    /** The running agent's learned routes (`homerelay routes forget`). */
+    private readonly learned: () => LearnedRoutes,
   ) {}
 
   async handle(request: ControlRequest): Promise<ControlReply> {
@@ -40,6 +45,8 @@ export class QueueControl {
         return this.release(request.id);
       case "delete":
         return this.remove(request.id, request.allDeferred === true);
+      case "forget-route":
+        return this.forgetRoute(request.key);
       default:
         return { ok: false, error: `unknown request ${(request as { op: string }).op}` };
     }
@@ -100,6 +107,12 @@ export class QueueControl {
     }
     await this.spool.syncDir(this.spool.dir("deferred"));
     return { ok: true, count, message: `${count} message${count === 1 ? "" : "s"} deleted` };
+  }
+
+  private async forgetRoute(key: string): Promise<ControlReply> {
+    if (!(await this.learned().forget(key, Date.now()))) return { ok: false, error: `nothing is learned about ${key}` };
+    this.log.info(`learned route of ${key} forgotten by administrator: direct delivery is tried again`);
+    return { ok: true, count: 1, message: `${key}: forgotten; direct delivery is tried again` };
   }
 
   /** Which state directory holds message `id`, or null. */

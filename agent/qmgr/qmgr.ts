@@ -14,6 +14,7 @@ import { isQueueId } from "../queue/queue-id.js";
 import type { QueueState, Spool } from "../queue/spool.js";
 import { appendStatus, isFinal, readStatus, removeStatus, type RecipientStatus, type StatusLog } from "../queue/status-log.js";
 import { routeName, type RouteChoice, type RouteStep } from "../router/router.js";
+import type { DirectRouteAdvisor } from "../reroute/direct-route-advisor.js";
 import type { DeliveryResult, Transport } from "./transport.js";
 
 /** Retry and notification timing, in seconds (Postfix names in brackets). */
@@ -38,6 +39,8 @@ export interface QmgrOptions {
   /** The transport for each kind of route step (`local`, `mx`, `smarthost`, `cloud`). */
   transports: Partial<Record<RouteStep["kind"], Transport>>;
   notifier: Notifier;
+  /** Judges direct-delivery refusals and learns the receivers that refuse the home address; without it, no re-routing. */
+  directRoutes?: DirectRouteAdvisor;
   timing: QueueTiming;
   /** Messages in delivery at once. */
   concurrency: number;
@@ -208,7 +211,7 @@ export class QueueManager {
     const pending = envelope.recipients.filter((r) => !isFinal(history.latest.get(r.address)?.status ?? "deferred"));
     const started = this.now();
 
-    const { results, held } = await this.deliverPending(message, pending);
+    const { results, held } = await this.deliverPending(message, pending, started);
     this.expire(message, results);
     this.log(message, results, started);
     for (const r of results.values()) history.latest.set(r.recipient, r);
@@ -236,7 +239,7 @@ export class QueueManager {
    * Route every pending recipient and walk its fallback chain; returns the last outcome of each,
    * and why the message must wait in hold/ (null: it need not).
    */
-  private async deliverPending(message: QueuedMessage, pending: EnvelopeRecipient[]): Promise<{ results: Map<string, Attempt>; held: string | null }> {
+  private async deliverPending(message: QueuedMessage, pending: EnvelopeRecipient[], started: number): Promise<{ results: Map<string, Attempt>; held: string | null }> {
     const results = new Map<string, Attempt>();
     let held: string | null = null;
     const chains = new Map<string, { choice: RouteChoice; recipients: EnvelopeRecipient[] }>();
@@ -254,7 +257,7 @@ export class QueueManager {
         let left = recipients;
         /** Recipients a step asked to hold, with the reason; they are held only if no later step takes them. */
         const holdReasons = new Map<string, string>();
-        for (const step of choice.steps) {
+        for (const [index, step] of choice.steps.entries()) {
           if (left.length === 0) break;
           if (step.kind === "hold") {
             held ??= "routed to the hold queue";
@@ -262,10 +265,25 @@ export class QueueManager {
             left = [];
             break;
           }
+          const fallback = choice.steps[index + 1];
+          // A receiver learned to refuse the home address gets its mail by the fallback straight away.
+          if (step.kind === "mx" && step.auto && fallback && (await this.skipDirect(choice.domain))) continue;
           const outcomes = step.kind === "reject" ? rejectAll(left, step.text) : await this.attempt(message, left, step, choice.domain);
           const time = this.now();
           const next: EnvelopeRecipient[] = [];
+          let learnt = false;
           for (const [i, o] of outcomes.entries()) {
+            // A refusal of the home address is neither bounced nor left to wait: the fallback takes it now.
+            const refusal = step.kind === "mx" && o.status !== "sent" && o.reply !== undefined ? (this.o.directRoutes?.refusal(o.reply) ?? null) : null;
+            if (refusal && !learnt) {
+              learnt = true;
+              await this.o.directRoutes!.learn(choice.domain, o.reply!, refusal).catch((err: Error) => this.o.log.warn(`cannot record the learned route of ${choice.domain}: ${err.message}`));
+            }
+            if (refusal && fallback) {
+              this.logAttempt(message, { ...o, time }, started, "rerouted", `${o.detail}; via ${routeName(fallback)}`);
+              next.push(left[i]!);
+              continue;
+            }
             results.set(o.recipient, { ...o, time });
             if (o.hold) holdReasons.set(o.recipient, o.detail);
             // Only a temporary failure goes on to the fallback; a domain that does not exist still bounces.
@@ -287,6 +305,12 @@ export class QueueManager {
       }),
     );
     return { results, held };
+  }
+
+  /** Whether direct delivery to `domain` is to be skipped for its fallback (a lookup failure means no). */
+  private async skipDirect(domain: string): Promise<boolean> {
+    if (!this.o.directRoutes) return false;
+    return (await this.o.directRoutes.skipReason(domain).catch(() => null)) !== null;
   }
 
   private async attempt(message: QueuedMessage, recipients: EnvelopeRecipient[], step: RouteStep, domain: string): Promise<DeliveryResult[]> {
@@ -319,23 +343,26 @@ export class QueueManager {
   }
 
   private log(message: QueuedMessage, results: Map<string, Attempt>, started: number): void {
+    for (const r of results.values()) this.logAttempt(message, r, started);
+  }
+
+  /** One delivery line, Postfix style; `status` and `detail` override the result's own (a re-routed attempt). */
+  private logAttempt(message: QueuedMessage, r: Attempt, started: number, status?: "rerouted", detail = r.detail): void {
     const { id, arrival } = message.record;
-    for (const r of results.values()) {
-      const delay = ((r.time - arrival) / 1000).toFixed(2);
-      const inQueue = ((started - arrival) / 1000).toFixed(2);
-      const attempt = ((r.time - started) / 1000).toFixed(2);
-      const status = r.expired ? "expired, returned to sender" : r.status;
-      // One event, one line: a peer's multi-line reply or a library's message never splits it.
-      const detail = r.detail.replace(/[\x00-\x1f\x7f]+/g, " ").trim();
-      this.o.log.info(`${id}: to=<${r.recipient}>, relay=${r.relay}, delay=${delay}, delays=${inQueue}/0/0/${attempt}, dsn=${r.dsn}, status=${r.status === "bounced" && r.expired ? "expired" : r.status} (${detail})`, {
-        queueId: id,
-        to: r.recipient,
-        relay: r.relay,
-        delay: Number(delay),
-        dsn: r.dsn,
-        status,
-      });
-    }
+    const delay = ((r.time - arrival) / 1000).toFixed(2);
+    const inQueue = ((started - arrival) / 1000).toFixed(2);
+    const attempt = ((r.time - started) / 1000).toFixed(2);
+    const shown = status ?? (r.status === "bounced" && r.expired ? "expired" : r.status);
+    // One event, one line: a peer's multi-line reply or a library's message never splits it.
+    const text = detail.replace(/[\x00-\x1f\x7f]+/g, " ").trim();
+    this.o.log.info(`${id}: to=<${r.recipient}>, relay=${r.relay}, delay=${delay}, delays=${inQueue}/0/0/${attempt}, dsn=${r.dsn}, status=${shown} (${text})`, {
+      queueId: id,
+      to: r.recipient,
+      relay: r.relay,
+      delay: Number(delay),
+      dsn: r.dsn,
+      status: status ?? (r.expired ? "expired, returned to sender" : r.status),
+    });
   }
 
   /** Offline when every attempt failed to reach anything; back online at the first success: flush. */

@@ -33,6 +33,8 @@ export type DeliveryResult = Omit<RecipientStatus, "time"> & {
   hold?: true;
   /** A `deferred` because the message is too large for this way out: the fallback may take it; at the end of the chain it bounces with 5.3.4. */
   tooLarge?: true;
+  /** The next hop's 4xx/5xx reply as sent, when it answered: judged for a refusal of the home address. */
+  reply?: string;
 };
 
 /** A way out of the queue. A transport never throws for a recipient: it reports `deferred`. */

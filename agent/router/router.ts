@@ -1,14 +1,14 @@
 /**
  * router — which way out a recipient takes (Postfix trivial-rewrite with transport_maps and
  * sender_dependent_relayhost_maps): local domains go to local delivery; everything else follows
- * the first most specific `routes` entry, with its fallback chain.
+ * the first most specific `routes` entry, with its fallback chain (see RouteStep for `auto`).
  */
 import { parseAddress, senderMatches } from "../../shared/address.js";
 import type { AgentConfig } from "../config.js";
 
-/** One way out of the queue. */
+/** One way out of the queue. An `auto` mx step is skipped for receivers learned to refuse the home address. */
 export type RouteStep =
-  | { kind: "mx" }
+  | { kind: "mx"; auto?: true }
   | { kind: "smarthost"; name: string }
   | { kind: "local" }
   | { kind: "hold" }
@@ -30,6 +30,8 @@ type RouteEntry = AgentConfig["routes"][number];
 export function routeStep(name: string, text?: string): RouteStep {
   if (name.startsWith("smarthost:")) return { kind: "smarthost", name: name.slice("smarthost:".length) };
   switch (name) {
+    case "auto":
+      return { kind: "mx", auto: true };
     case "mx":
     case "local":
     case "hold":
@@ -42,8 +44,9 @@ export function routeStep(name: string, text?: string): RouteStep {
   }
 }
 
-/** `mx`, `smarthost:isp`, … as written in the configuration and the logs. */
+/** `mx`, `auto`, `smarthost:isp`, … as written in the configuration and the logs. */
 export function routeName(step: RouteStep): string {
+  if (step.kind === "mx" && step.auto) return "auto";
   return step.kind === "smarthost" ? `smarthost:${step.name}` : step.kind;
 }
 
@@ -68,6 +71,9 @@ export class Router {
     if (best === null) return { steps: [{ kind: "mx" }], domain, reason: "default (no route matches)" };
     const { entry, index } = best as { entry: RouteEntry; index: number };
     const steps = [routeStep(entry.route, entry.text), ...entry.fallback.map((f) => routeStep(f))];
+    // The catch-all entry's direct delivery with a fallback behind it is `auto` by default: explicit
+    // entries for a domain are followed as written, learning never overrides them.
+    if (entry.match === "*" && steps[0]!.kind === "mx" && steps.length > 1) steps[0] = { kind: "mx", auto: true };
     const senderNote = entry.sender ? `, sender ${entry.sender}` : "";
     return { steps, domain, reason: `routes[${index}] (match ${entry.match}${senderNote})` };
   }

@@ -52,7 +52,7 @@ export async function deliverViaMx(request: MxDeliveryRequest, o: MxDeliveryOpti
 
   const outcomes = new Map<string, RecipientOutcome>();
   let pending = request.transactions.map((t) => [...t]).filter((t) => t.length > 0);
-  let lastError: { dsn: string; detail: string; unreachable: boolean } = { dsn: "4.4.1", detail: "no MX host could be reached", unreachable: true };
+  let lastError: { dsn: string; detail: string; unreachable: boolean; reply?: string } = { dsn: "4.4.1", detail: "no MX host could be reached", unreachable: true };
 
   for (const host of mx.hosts) {
     if (pending.length === 0) break;
@@ -77,7 +77,7 @@ export async function deliverViaMx(request: MxDeliveryRequest, o: MxDeliveryOpti
       };
       const session = await openSession(o.sessions, target);
       if (session instanceof SmtpSessionError) {
-        lastError = { dsn: session.enhanced, detail: session.message, unreachable: session.unreachable };
+        lastError = { dsn: session.enhanced, detail: session.message, unreachable: session.unreachable, ...(session.reply ? { reply: session.reply } : {}) };
         // A 5xx greeting or EHLO means this host refuses us: try the next one, like any failure here.
         continue;
       }
@@ -93,7 +93,7 @@ export async function deliverViaMx(request: MxDeliveryRequest, o: MxDeliveryOpti
           // A 4xx from one MX (greylisting, overload) is tried at the next; a 5xx is final.
           if (r.status === "deferred") {
             retry.push(transaction[i]!);
-            lastError = { dsn: r.dsn, detail: r.detail, unreachable: r.unreachable ?? false };
+            lastError = { dsn: r.dsn, detail: r.detail, unreachable: r.unreachable ?? false, ...(r.reply ? { reply: r.reply } : {}) };
             if (r.unreachable) reusable = false;
           } else outcomes.set(r.recipient, r);
         }
@@ -111,6 +111,7 @@ export async function deliverViaMx(request: MxDeliveryRequest, o: MxDeliveryOpti
       relay: "none",
       detail: lastError.detail,
       ...(lastError.unreachable ? { unreachable: true } : {}),
+      ...(lastError.reply ? { reply: lastError.reply } : {}),
     });
   }
   return all.map((r) => outcomes.get(r.address)!);

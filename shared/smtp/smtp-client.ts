@@ -43,6 +43,8 @@ export interface RecipientOutcome {
   unreachable?: boolean;
   /** The receiving server offered DSN (RFC 3461), so it will send success notices itself. */
   dsnOffered?: boolean;
+  /** A 4xx/5xx reply as the server sent it (lines joined by LF), for judging why it refused. */
+  reply?: string;
 }
 
 /** A failure of the connection or session as a whole (before any recipient was answered). */
@@ -56,6 +58,8 @@ export class SmtpSessionError extends Error {
     readonly unreachable: boolean,
     /** The TLS handshake failed (for `may`, retry in plaintext). */
     readonly tlsFailure = false,
+    /** The server's refusal as sent (lines joined by LF), when it answered. */
+    readonly reply?: string,
   ) {
     super(message);
     this.name = "SmtpSessionError";
@@ -220,8 +224,9 @@ function replyOutcome(recipient: string, relay: string, host: string, response: 
   const text = response.replace(/\r?\n/g, " ").trim();
   const detail = `host ${host} said: ${text} (in reply to ${command} command)`;
   if (code >= 200 && code < 300) return { recipient, status: "sent", dsn: enhancedOf(response, "2.0.0"), relay, detail: text };
-  if (code >= 500) return { recipient, status: "bounced", dsn: enhancedOf(response, "5.0.0"), relay, detail };
-  return { recipient, status: "deferred", dsn: enhancedOf(response, "4.0.0"), relay, detail };
+  const reply = response.replace(/\r\n/g, "\n").trim();
+  if (code >= 500) return { recipient, status: "bounced", dsn: enhancedOf(response, "5.0.0"), relay, detail, reply };
+  return { recipient, status: "deferred", dsn: enhancedOf(response, "4.0.0"), relay, detail, reply };
 }
 
 function commandName(command: string | undefined): string {
@@ -245,7 +250,8 @@ function sessionError(err: NodemailerError, where: string): SmtpSessionError {
   if (err.response && err.responseCode) {
     const text = err.response.replace(/\r?\n/g, " ").trim();
     const stage = err.command ? ` (in reply to ${err.command.split(" ")[0]} command)` : "";
-    return new SmtpSessionError(`host ${where.replace(/:\d+$/, "")} said: ${text}${stage}`, err.responseCode, enhancedOf(err.response, err.responseCode >= 500 ? "5.0.0" : "4.0.0"), false);
+    const reply = err.response.replace(/\r\n/g, "\n").trim();
+    return new SmtpSessionError(`host ${where.replace(/:\d+$/, "")} said: ${text}${stage}`, err.responseCode, enhancedOf(err.response, err.responseCode >= 500 ? "5.0.0" : "4.0.0"), false, false, reply);
   }
   const reason = /ECONNREFUSED/.test(err.message) ? "Connection refused" : /ETIMEDOUT|timed? ?out/i.test(err.message) || err.code === "ETIMEDOUT" ? "Connection timed out" : err.message;
   const tls = err.code === "ETLS" || /TLS|SSL|certificate/i.test(err.message);
