@@ -4,7 +4,8 @@
  * Intake: the agent vs a bare smtp-server that fsyncs each message (no greeting pause); end to
  * end: the agent relaying everything to an in-repo sink, vs the load generator straight into it.
  * Cloud (bench/cloud-bench.ts): signed requests through the Node entry vs bare Hono and the floor
- * of a signed API, Ed25519 verify rates, the Lambda entry's cold import.
+ * of a signed API, Ed25519 verify rates, the Lambda entry's cold import. Classifier
+ * (bench/classifier-bench.ts): reroute precision and recall on the labelled real replies.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -12,6 +13,7 @@ import { cpus, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { stringify } from "yaml";
+import { benchClassifier } from "./classifier-bench.js";
 import { benchCloud } from "./cloud-bench.js";
 import { startSink } from "./smtp-sink.js";
 
@@ -183,6 +185,8 @@ async function main(): Promise<void> {
 
     const cloud = await benchCloud({ quick: args.quick });
     results.cloud = cloud.results;
+    const classifier = await benchClassifier();
+    results.classifier = classifier.results;
 
     const out = [
       `homerelay bench — ${results.date as string}, ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, Node ${process.version}, medians of ${repeats}`,
@@ -197,6 +201,10 @@ async function main(): Promise<void> {
       `| cloud, medians of ${String(cloud.results.rounds)} | value |`,
       "|---|---:|",
       ...cloud.table.map((row) => `| ${row.join(" | ")} |`),
+      "",
+      "| rejection classifier | value |",
+      "|---|---:|",
+      ...classifier.table.map((row) => `| ${row.join(" | ")} |`),
     ].join("\n");
     process.stdout.write(out + "\n");
     await mkdir(join(ROOT, "bench/results"), { recursive: true });
