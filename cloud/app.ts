@@ -7,8 +7,6 @@ import { createHash } from "node:crypto";
 import { promisify } from "node:util";
 import { gunzip } from "node:zlib";
 import { Hono, type Context } from "hono";
-import { Headers as HeaderBlock } from "mailsplit";
-import addressparser from "nodemailer/lib/addressparser";
 import { parseItem, serializeDictionary, type BareItem, type Item } from "structured-headers";
 import { parseAddress, senderMatches } from "../shared/address.js";
 import type { Envelope } from "../shared/envelope.js";
@@ -16,6 +14,7 @@ import type { MailLog } from "../shared/log.js";
 import { DigestCheck, expectedDigest } from "../shared/protocol/content-digest.js";
 import type { Ed25519 } from "../shared/protocol/ed25519.js";
 import { EnvelopeFieldError, parseEnvelopeFrom, parseEnvelopeTo } from "../shared/protocol/envelope-fields.js";
+import { headerFromAddresses } from "../shared/submission/header-from.js";
 import type { SignedMessage } from "../shared/protocol/message-signature.js";
 import { BARE_COMPONENTS, MESSAGE_COMPONENTS, verifyRequest, type SignatureProblem, type VerifiedSignature } from "../shared/protocol/signed-request.js";
 import type { CloudConfig } from "./config.js";
@@ -355,21 +354,9 @@ async function gunzipCapped(body: Buffer, limit: number): Promise<Buffer> {
 
 /** The addresses of the message's one From: header field. */
 function readHeaderFrom(raw: Buffer): string[] {
-  const crlf = raw.indexOf("\r\n\r\n");
-  const lf = raw.indexOf("\n\n");
-  const end = crlf !== -1 && (lf === -1 || crlf < lf) ? crlf + 4 : lf !== -1 ? lf + 2 : raw.length;
-  const block = raw.subarray(0, end);
-  // A message that starts with its blank line has no headers; mailsplit would keep that line as one.
-  const lines = new HeaderBlock(block.length <= 2 ? [] : block).get("from");
-  if (lines.length !== 1) throw requestProblem("bad-message", lines.length === 0 ? "the message has no From: header field" : "the message has more than one From: header field");
-  const line = lines[0]!;
-  // Header lines are kept as raw bytes in a latin1 string; addresses may be UTF-8.
-  const value = Buffer.from(line.slice(line.indexOf(":") + 1), "latin1").toString("utf8").replace(/\r?\n/g, "");
-  const addresses = addressparser(value, { flatten: true })
-    .map((a) => a.address)
-    .filter((a) => a !== "");
-  if (addresses.length === 0) throw requestProblem("bad-message", "the From: header field names no address");
-  return addresses;
+  const from = headerFromAddresses(raw);
+  if (!from.ok) throw requestProblem("bad-message", from.problem.detail ?? "the From: header field cannot be read");
+  return from.addresses;
 }
 
 function countResults(result: RelayResult): Record<RelayResult["results"][number]["status"], number> {

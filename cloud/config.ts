@@ -3,7 +3,7 @@
  * may use, the onward transport (SES, SMTP upstream or direct MX) and the store. A YAML file for
  * `homerelay-cloud serve`; on Lambda the same document comes from the environment.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { loadConfigFile, parseConfigText } from "../shared/config-file.js";
 import { senderPattern, smtpUpstreamFields } from "../shared/config-fields.js";
 import { parseHostPort } from "../shared/net.js";

@@ -50,6 +50,8 @@ export const PROBLEMS = {
   "send-rate-exceeded": { status: 429, title: "The onward transport's send rate is used up" },
   "ses-throttled": { status: 429, title: "Amazon SES throttled the request" },
   "ses-unavailable": { status: 503, title: "Amazon SES did not take the message" },
+  // 403, like a key not allowed to send: the owner's to fix (verify the identity, leave the sandbox); the agent holds the mail.
+  "ses-not-verified": { status: 403, title: "Amazon SES refused an address that is not verified for this account" },
   // The relay itself.
   "internal-error": { status: 500, title: "The relay failed unexpectedly" },
 } as const satisfies Record<string, { status: number; title: string }>;

@@ -2,7 +2,7 @@
  * config-fields — configuration fields that the agent's and the cloud's files share, so both
  * read them alike: sender patterns (`*@example.net`) and the AUTH block of an SMTP upstream.
  */
-import { z } from "zod";
+import * as z from "zod";
 
 /** An envelope sender pattern: `user@domain`, `*@domain`, `user@*` or `*`. */
 export const senderPattern = z

@@ -122,6 +122,10 @@ export class CloudTransport implements Transport {
           hold: true,
         });
       case 403:
+        // SES refusing an unverified identity is the owner's to fix at SES, not in the cloud's keys.
+        if (problem.includes("/ses-not-verified]")) {
+          return all({ status: "deferred", dsn: "4.7.0", detail: `cloud's SES account refused the message (${problem}); verify the sending domain in SES or leave the SES sandbox (docs/aws.md), then: homerelay queue release ${id}`, hold: true });
+        }
         return all({
           status: "deferred",
           dsn: "4.7.0",

@@ -34,7 +34,7 @@ export class OnwardRefusal extends Error {
   constructor(
     /** Stable problem type suffix, e.g. `null-sender-not-supported`. */
     readonly type: string,
-    readonly httpStatus: 422 | 413 | 429 | 503,
+    readonly httpStatus: 403 | 413 | 422 | 429 | 503,
     message: string,
     /** Seconds, for 429/503 answers. */
     readonly retryAfter?: number,

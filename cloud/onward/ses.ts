@@ -140,6 +140,11 @@ function asciiAddress(address: string): string | null {
 /** What an SES error means for the message. */
 function classify(err: unknown): { kind: "rejected"; message: string } | { kind: "refused"; refusal: OnwardRefusal } {
   const { name, message } = err instanceof Error ? err : { name: "Error", message: String(err) };
+  // "Email address is not verified": an identity still pending DKIM, or any recipient while the
+  // account is in the SES sandbox. A setup problem, not the recipients' fault: held, not bounced.
+  if (name === "MessageRejected" && /not verified/i.test(message)) {
+    return { kind: "refused", refusal: new OnwardRefusal("ses-not-verified", 403, `SES: ${message} (verify the identity, or leave the SES sandbox)`) };
+  }
   if (name === "MessageRejected") return { kind: "rejected", message };
   if (name === "Throttling" || name === "ThrottlingException") {
     // SES says "Daily message quota exceeded." when the 24-hour quota is used up; the rate limit clears in a second.
@@ -206,8 +211,16 @@ class SendRatePacer {
       }
       this.rate = rate;
     } catch (err) {
-      // Without the quota (no ses:GetSendQuota permission, SES unreachable) send unpaced; SES's Throttling still answers 429.
-      this.log.warn(`cannot read the SES send quota (${(err as Error).name}: ${(err as Error).message}); sending unpaced for now`);
+      // Without the quota send unpaced; SES's Throttling still answers 429.
+      const { name, message } = err as Error;
+      if (/AccessDenied/i.test(name)) {
+        // GetSendQuota cannot be scoped to a resource, so a least-privilege role may not have it: ask once, not every minute.
+        this.log.warn(`no permission for ses:GetSendQuota (${message}); pacing only by SES's own Throttling answers`);
+        this.rate = null;
+        this.checkedAt = Infinity;
+        return;
+      }
+      this.log.warn(`cannot read the SES send quota (${name}: ${message}); sending unpaced for now`);
       this.rate = null;
     }
     this.checkedAt = this.now();

@@ -145,13 +145,24 @@ describe("SES transport against an SES Query endpoint", () => {
     fresh();
     const transport = createSesTransport(sesConfig(ses.url));
     t.after(() => transport.close?.());
-    const reason = "Email address is not verified. The following identities failed the check in region EU-WEST-1: alice@example.net";
+    const reason = "Illegal address";
     ses.failNext("SendRawEmail", { status: 400, type: "Sender", code: "MessageRejected", message: reason });
     const result = await transport.relay(letter("alice@example.net", ["bob@example.org", "carol@example.com"]));
     assert.deepEqual(
       result.results,
       ["bob@example.org", "carol@example.com"].map((recipient) => ({ recipient, status: "failed", dsn: "5.7.1", detail: `SES rejected the message: ${reason}` })),
     );
+  });
+
+  test("MessageRejected for an unverified address (identity pending, SES sandbox) is a 403 refusal for the owner, not a bounce", async (t) => {
+    fresh();
+    const transport = createSesTransport(sesConfig(ses.url));
+    t.after(() => transport.close?.());
+    const reason = "Email address is not verified. The following identities failed the check in region EU-WEST-1: bob@example.org";
+    ses.failNext("SendRawEmail", { status: 400, type: "Sender", code: "MessageRejected", message: reason });
+    const refusal = await refusalOf(transport.relay(letter("alice@example.net", ["bob@example.org"])));
+    assert.deepEqual([refusal.type, refusal.httpStatus], ["ses-not-verified", 403]);
+    assert.equal(refusal.message, `SES: ${reason} (verify the identity, or leave the SES sandbox)`);
   });
 
   test("an SES server error is a 503 refusal with Retry-After, tried once", async (t) => {
@@ -263,7 +274,7 @@ describe("SES transport against an SES Query endpoint", () => {
     let clock = 1_700_000_000_000;
     const transport = createSesTransport(sesConfig(ses.url), { now: () => clock });
     t.after(() => transport.close?.());
-    ses.failNext("GetSendQuota", { status: 403, type: "Sender", code: "AccessDenied", message: "User is not authorized to perform: ses:GetSendQuota" });
+    ses.failNext("GetSendQuota", { status: 500, type: "Receiver", code: "InternalFailure", message: "The request processing has failed because of an unknown error." });
     for (let i = 0; i < 3; i++) await transport.relay(letter("alice@example.net", ["bob@example.org"]));
     assert.equal(ses.received.length, 3);
 
@@ -273,6 +284,25 @@ describe("SES transport against an SES Query endpoint", () => {
     assert.deepEqual(
       ses.actions.filter((a) => a === "GetSendQuota"),
       ["GetSendQuota", "GetSendQuota"],
+    );
+  });
+
+  test("without permission for GetSendQuota (a least-privilege role) the quota is asked once, and messages go unpaced", async (t) => {
+    fresh();
+    ses.quota.maxSendRate = 1;
+    t.after(() => (ses.quota.maxSendRate = 14));
+    let clock = 1_700_000_000_000;
+    const transport = createSesTransport(sesConfig(ses.url), { now: () => clock });
+    t.after(() => transport.close?.());
+    ses.failNext("GetSendQuota", { status: 403, type: "Sender", code: "AccessDenied", message: "User is not authorized to perform: ses:GetSendQuota" });
+    for (let i = 0; i < 3; i++) {
+      await transport.relay(letter("alice@example.net", ["bob@example.org"]));
+      clock += 60_000;
+    }
+    assert.equal(ses.received.length, 3);
+    assert.deepEqual(
+      ses.actions.filter((a) => a === "GetSendQuota"),
+      ["GetSendQuota"],
     );
   });
 });
