@@ -10,9 +10,12 @@ import { runAgent } from "./commands/agent-command.js";
 import { basename } from "node:path";
 import { configOrExit } from "./commands/load-config.js";
 import { addClassifyCommand } from "./commands/classify-command.js";
+import { addDkimCommand } from "./commands/dkim-command.js";
+import { addDoctorCommand } from "./commands/doctor-command.js";
 import { addKeygenCommand } from "./commands/keygen-command.js";
 import { addQueueCommands, controlAgent, printQueue } from "./commands/queue-command.js";
 import { addRoutesCommands } from "./commands/routes-command.js";
+import { addSendCommand } from "./commands/send-command.js";
 import { VERSION } from "./master.js";
 import { runSendmail, sendmailConfigOption } from "./sendmail/sendmail.js";
 import { hashPassword } from "./smtpd/password.js";
@@ -47,7 +50,10 @@ program
 addQueueCommands(program);
 addRoutesCommands(program);
 addKeygenCommand(program);
+addDkimCommand(program);
+addDoctorCommand(program);
 addClassifyCommand(program);
+addSendCommand(program);
 program
   .command("sendmail")
   .description("sendmail(1)-compatible submission: message on stdin, -t, -i, -f, -F, -bp, -q (install as /usr/sbin/sendmail)")

@@ -10,6 +10,7 @@ import { z } from "zod";
 import { loadConfigFile, parseConfigText } from "../shared/config-file.js";
 import { senderPattern, smtpUpstreamFields } from "../shared/config-fields.js";
 import { isCidr, isLoopback, parseHostPort, type HostPort } from "../shared/net.js";
+import { isDnsName } from "./dkim/dkim-record.js";
 import { isPasswordHash } from "./smtpd/password.js";
 
 const hostnamePattern = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
@@ -127,6 +128,11 @@ const deliverySchema = z
     ca: z.string().min(1).optional(),
     /** Per-domain TLS policy overrides (Postfix smtp_tls_policy_maps). */
     tlsPolicies: z.record(domain, z.enum(["may", "encrypt", "verify"])).default({}),
+    /** MTA-STS (RFC 8461): honour the TLS policies receivers publish; the policy host's port is 443 (tests use others). */
+    mtaSts: z
+      .object({ enabled: z.boolean().default(true), port: z.number().int().min(1).max(65535).default(443) })
+      .strict()
+      .default({ enabled: true, port: 443 }),
     /** How long a receiver that refused the home address gets mail by the fallback route before direct delivery is tried again (default 30 days). */
     learnedRouteExpiry: seconds.default(30 * 86400),
   })
@@ -170,6 +176,94 @@ const cloudSchema = z
   })
   .strict();
 
+const dkimSchema = z
+  .object({
+    /** The signing key of each sender domain (its subdomains too): `homerelay dkim keygen` makes one. */
+    domains: z.record(
+      domain,
+      z
+        .object({
+          selector: z.string().refine(isDnsName, "expected a selector of letters, digits and - (labels separated by dots)"),
+          /** RSA private key, PEM; others must not read it (checked at start). */
+          keyFile: z.string().min(1),
+        })
+        .strict(),
+    ),
+  })
+  .strict();
+
+/** A bearer token as RFC 6750 allows it (b64token); long enough that it cannot be guessed. */
+const bearerToken = z.string().regex(/^[A-Za-z0-9._~+/-]{16,}=*$/, "expected a token of at least 16 letters, digits and - . _ ~ + / (e.g. openssl rand -base64 32)");
+
+const httpTokenSchema = z
+  .object({
+    /** The name in log lines (`token=NAME`); default `token-<position>`. */
+    name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, "expected a name of letters, digits, . _ -").optional(),
+    /** The token itself (kept in memory only as its SHA-256). */
+    token: bearerToken.optional(),
+    /** Or its SHA-256 only: `printf %s "$TOKEN" | sha256sum`. */
+    hash: z.string().regex(/^sha256:[0-9a-f]{64}$/i, "expected sha256:<64 hex digits> (printf %s \"$TOKEN\" | sha256sum)").optional(),
+    /** Or a file holding it (mode 0600), made with a new token on first start when missing. */
+    file: z.string().min(1).optional(),
+    /** Envelope senders and header From: addresses this token may use. Default: *@<each local domain>. */
+    senders: z.array(senderPattern).optional(),
+    /** May send with the null sender <> (bounces): off unless granted. */
+    nullSender: z.boolean().default(false),
+  })
+  .strict()
+  .refine((t) => [t.token, t.hash, t.file].filter((v) => v !== undefined).length === 1, "give exactly one of token, hash or file");
+
+/** Where the API listens by default, and the embedded defaults' token file under the spool (made on first start). */
+const EMBEDDED_HTTP = { listen: "127.0.0.1:8025", tokenFile: "private/http-token" };
+
+const httpSchema = z
+  .object({
+    /** The local submission API; plain HTTP, so keep it on loopback or behind a TLS proxy. */
+    listen: listenAddress.default(EMBEDDED_HTTP.listen),
+    tokens: z.array(httpTokenSchema).default([]),
+  })
+  .strict()
+  .superRefine((h, ctx) => {
+    const names = new Set<string>();
+    h.tokens.forEach((t, i) => {
+      const name = t.name ?? `token-${i + 1}`;
+      if (names.has(name)) ctx.addIssue({ code: "custom", path: ["tokens", i, "name"], message: `token name ${name} is used twice` });
+      names.add(name);
+    });
+  });
+
+const doctorSchema = z
+  .object({
+    /** DNS blocklists the public address is looked up in (RFC 5782 zones). */
+    dnsbl: z.array(domain).default(["zen.spamhaus.org", "b.barracudacentral.org", "bl.spamcop.net"]),
+    /** A well-known MX to try port 25 with: does this line let outbound SMTP through? */
+    port25: z.string().refine((s) => parseHostPort(s) !== null, "expected host:port, e.g. gmail-smtp-in.l.google.com:25").default("gmail-smtp-in.l.google.com:25"),
+    /** Seconds allowed for each probe (the port 25 connection and greeting, each answer of the cloud). */
+    timeout: seconds.default(10),
+    /** Sender domains whose MX, SPF, DKIM and DMARC are checked; default: the local domains but localhost, and dkim.domains. */
+    domains: z.array(domain).optional(),
+    /** The DKIM selector to look for under sender domains that dkim.domains does not list. */
+    dkimSelector: z.string().regex(hostnamePattern, "expected a selector such as mail or 2024a").optional(),
+    /** Seconds between the agent's questions to the cloud about its public address (publicAddress auto). */
+    watchInterval: seconds.default(300),
+  })
+  .strict();
+
+const dyndnsSchema = z
+  .object({
+    /** The provider's update server, spoken to with the dyndns2 protocol (`GET {server}/nic/update?hostname=…&myip=…`). */
+    server: z
+      .string()
+      .refine((u) => /^https?:$/.test(urlOf(u)?.protocol ?? "") && urlOf(u)!.search === "", "expected a URL such as https://members.dyndns.org, without a query")
+      .transform((u) => u.replace(/\/+$/, "")),
+    /** The name to keep on the current public address; default: hostname. */
+    hostname: domain.optional(),
+    user: z.string().min(1),
+    /** A file holding the password or update key; others must not read it (checked at start). */
+    passwordFile: z.string().min(1),
+  })
+  .strict();
+
 const configSchema = z
   .object({
     hostname: domain.optional(),
@@ -191,6 +285,16 @@ const configSchema = z
     routes: z.array(routeSchema).default([]),
     /** The cloud half that `cloud` routes send to. */
     cloud: cloudSchema.optional(),
+    /** DKIM-sign mail leaving by mx, smarthost and cloud routes. */
+    dkim: dkimSchema.optional(),
+    /** The local HTTP submission API (POST /v1/messages); off unless configured (on in the embedded defaults). */
+    http: httpSchema.optional(),
+    /** The address receivers see: `auto` (the default with a cloud) asks the cloud's GET /v1/whoami; or a fixed IP address. */
+    publicAddress: z.string().refine((a) => a === "auto" || isIP(a) !== 0, "expected auto or an IP address such as 203.0.113.7").optional(),
+    /** What `homerelay doctor` checks, and how often the agent asks for its public address. */
+    doctor: doctorSchema.default(doctorSchema.parse({})),
+    /** Keep a DynDNS name on the public address the cloud sees (dyndns2 update protocol). */
+    dyndns: dyndnsSchema.optional(),
     log: z
       .object({ format: z.enum(["text", "json"]).default("text"), level: z.enum(["debug", "info", "warn", "error"]).default("info") })
       .strict()
@@ -205,6 +309,15 @@ const configSchema = z
     });
     if (c.cloud !== undefined && !cloudUrlIsSafe(c.cloud.url)) {
       ctx.addIssue({ code: "custom", path: ["cloud", "url"], message: "the cloud must be reached over https:// (plain http:// only to a loopback host)" });
+    }
+    if (c.publicAddress === "auto" && c.cloud === undefined) {
+      ctx.addIssue({ code: "custom", path: ["publicAddress"], message: "auto asks the cloud (GET /v1/whoami), so it needs a cloud: section; or give the address" });
+    }
+    if (c.dyndns !== undefined && !cloudUrlIsSafe(c.dyndns.server)) {
+      ctx.addIssue({ code: "custom", path: ["dyndns", "server"], message: "the update server must be reached over https:// (plain http:// only to a loopback host): the password goes with every update" });
+    }
+    if (c.dyndns !== undefined && (c.cloud === undefined || (c.publicAddress ?? "auto") !== "auto")) {
+      ctx.addIssue({ code: "custom", path: ["dyndns"], message: "dyndns updates follow the address the cloud sees: they need a cloud: section and publicAddress auto (or unset)" });
     }
     c.routes.forEach((r, i) => {
       [r.route, ...r.fallback].forEach((name, j) => {
@@ -245,9 +358,28 @@ export interface ListenerConfig {
   requireAuth: boolean;
 }
 
+/** One API token with its defaults filled in and its file path resolved. */
+export interface HttpTokenConfig {
+  name: string;
+  /** Exactly one of these three. */
+  token?: string;
+  hash?: string;
+  file?: string;
+  senders: string[];
+  nullSender: boolean;
+}
+
+/** The local submission API's settings. */
+export interface HttpConfig {
+  listen: HostPort;
+  tokens: HttpTokenConfig[];
+}
+
 /** The agent's configuration, validated and with every default filled in. */
-export interface AgentConfig extends Omit<z.output<typeof configSchema>, "listeners" | "localDomains" | "limits" | "hostname"> {
+export interface AgentConfig extends Omit<z.output<typeof configSchema>, "listeners" | "localDomains" | "limits" | "hostname" | "http"> {
   hostname: string;
+  /** Absent: no HTTP submission API. */
+  http?: HttpConfig;
   listeners: ListenerConfig[];
   localDomains: string[];
   limits: z.output<typeof limitsSchema> & { queueMinFree: number };
@@ -265,10 +397,10 @@ export function configPath(explicit: string | undefined, env: NodeJS.ProcessEnv 
 /** Load, validate and complete the configuration. Throws ConfigError naming file:line:column. */
 export function loadAgentConfig(file: string | null): AgentConfig {
   const raw = file === null ? parseConfigText("", "embedded defaults", configSchema) : loadConfigFile(file, configSchema);
-  return completeConfig(raw, file ?? "embedded defaults");
+  return completeConfig(raw, file);
 }
 
-function completeConfig(raw: z.output<typeof configSchema>, source: string): AgentConfig {
+function completeConfig(raw: z.output<typeof configSchema>, file: string | null): AgentConfig {
   const hostname = raw.hostname ?? osHostname().toLowerCase();
   const listeners = raw.listeners.map((l): ListenerConfig => {
     const listen = parseHostPort(l.listen)!;
@@ -283,15 +415,32 @@ function completeConfig(raw: z.output<typeof configSchema>, source: string): Age
     };
   });
   const localDomains = raw.localDomains ?? [hostname, "localhost"];
+  const spool = resolve(raw.spool);
+  // With no file at all, the API is on with a token the agent makes, so that curl works at once.
+  const { http: configured, ...rest } = raw;
+  const http = configured ?? (file === null ? { listen: EMBEDDED_HTTP.listen, tokens: [{ name: "local", file: resolve(spool, EMBEDDED_HTTP.tokenFile), nullSender: false }] } : undefined);
   return {
-    ...raw,
+    ...rest,
     hostname,
-    spool: resolve(raw.spool),
+    spool,
     mailboxes: resolve(raw.mailboxes),
     aliases: raw.aliases === undefined ? undefined : resolve(raw.aliases),
     listeners,
     localDomains,
     limits: { ...raw.limits, queueMinFree: raw.limits.queueMinFree ?? Math.ceil(raw.limits.messageSize * 1.5) },
-    source,
+    ...(http
+      ? {
+          http: {
+            listen: parseHostPort(http.listen)!,
+            tokens: http.tokens.map((t, i) => ({
+              ...t,
+              name: t.name ?? `token-${i + 1}`,
+              ...(t.file !== undefined ? { file: resolve(t.file) } : {}),
+              senders: t.senders ?? localDomains.map((d) => `*@${d}`),
+            })),
+          },
+        }
+      : {}),
+    source: file ?? "embedded defaults",
   };
 }

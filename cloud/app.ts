@@ -1,9 +1,9 @@
 /**
  * app — the cloud half as one Hono app over web-standard Request/Response: `POST /v1/messages`
- * takes a signed message (cheapest checks first, the signature before the body) and relays it
- * onward; `GET /v1/info`, `/v1/whoami`, `/healthz`. The Node and Lambda entries only wrap it.
+ * takes a signed message, raw or as JSON (cheapest checks first, the signature before the body),
+ * and relays it onward; `GET /v1/info`, `/v1/whoami`, `/healthz`. The Node and Lambda entries only wrap it.
  */
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { promisify } from "node:util";
 import { gunzip } from "node:zlib";
 import { Hono, type Context } from "hono";
@@ -15,11 +15,13 @@ import { DigestCheck, expectedDigest } from "../shared/protocol/content-digest.j
 import type { Ed25519 } from "../shared/protocol/ed25519.js";
 import { EnvelopeFieldError, parseEnvelopeFrom, parseEnvelopeTo } from "../shared/protocol/envelope-fields.js";
 import { headerFromAddresses } from "../shared/submission/header-from.js";
+import { readJsonMessage } from "../shared/submission/json-message.js";
 import type { SignedMessage } from "../shared/protocol/message-signature.js";
 import { BARE_COMPONENTS, MESSAGE_COMPONENTS, verifyRequest, type SignatureProblem, type VerifiedSignature } from "../shared/protocol/signed-request.js";
 import type { CloudConfig } from "./config.js";
 import { OnwardRefusal, type OnwardTransport, type RelayResult } from "./onward/onward.js";
-import { problemResponse, refusalProblem, requestProblem, RequestProblem, type ProblemName } from "./problems.js";
+import { ProblemError, problemResponse } from "../shared/problem-details.js";
+import { refusalProblem, requestProblem, type ProblemName } from "./problems.js";
 import type { CloudStore } from "./store/store.js";
 
 /** The version of the wire protocol, as `/v1/info` reports it. */
@@ -128,7 +130,7 @@ export function createCloudApp(deps: CloudAppDeps): CloudApp {
   });
 
   app.onError((err, c) => {
-    const problem = err instanceof RequestProblem ? err : internalError(log, err);
+    const problem = err instanceof ProblemError ? err : internalError(log, err);
     c.get("record").problem = problem.problem.type.slice(problem.problem.type.lastIndexOf("/") + 1);
     return problemResponse(problem);
   });
@@ -141,8 +143,9 @@ export function createCloudApp(deps: CloudAppDeps): CloudApp {
 
     // Header checks that need no key and no body.
     const contentType = field("content-type");
-    if (!contentType || contentType.split(";")[0]!.trim().toLowerCase() !== "message/rfc822") {
-      throw requestProblem("unsupported-media-type", `Content-Type is ${contentType ?? "missing"}; send message/rfc822`);
+    const mediaType = contentType?.split(";")[0]!.trim().toLowerCase();
+    if (mediaType !== "message/rfc822" && mediaType !== "application/json") {
+      throw requestProblem("unsupported-media-type", `Content-Type is ${contentType ?? "missing"}; send message/rfc822 or application/json`);
     }
     const coding = field("content-encoding")?.trim().toLowerCase();
     if (coding !== undefined && coding !== "gzip" && coding !== "identity") {
@@ -177,8 +180,8 @@ export function createCloudApp(deps: CloudAppDeps): CloudApp {
 
     // The body: its size and digest, then the content coding.
     const sent = await readBody(request, config.maxMessageSize, new DigestCheck(digest), declared !== null && /^\d+$/.test(declared));
-    const raw = coding === "gzip" ? await gunzipCapped(sent, config.maxMessageSize) : sent;
-    const headerFrom = readHeaderFrom(raw);
+    const body = coding === "gzip" ? await gunzipCapped(sent, config.maxMessageSize) : sent;
+    const { raw, headerFrom } = mediaType === "application/json" ? await composeJson(body, envelope, config) : { raw: body, headerFrom: readHeaderFrom(body) };
     const foreign = headerFrom.find((address) => !key.senders.some((p) => senderMatches(address, p)));
     if (foreign !== undefined) throw requestProblem("from-not-allowed", `key ${keyid} may not send with From: <${foreign}>`);
 
@@ -352,6 +355,29 @@ async function gunzipCapped(body: Buffer, limit: number): Promise<Buffer> {
   }
 }
 
+/**
+ * A JSON message (the agent's local API form, for scripts away from home) composed with
+ * nodemailer's MailComposer. Its envelope must be the one the signed Envelope-From/To fields
+ * state: those were checked against the key before the body was read, and their DSN parameters are relayed.
+ */
+async function composeJson(body: Buffer, envelope: Envelope, config: CloudConfig): Promise<{ raw: Buffer; headerFrom: string[] }> {
+  let json: unknown;
+  try {
+    json = JSON.parse(body.toString("utf8"));
+  } catch (err) {
+    throw requestProblem("invalid-json", `the body is not JSON: ${(err as Error).message}`);
+  }
+  const read = readJsonMessage(json);
+  if (!read.ok) throw new ProblemError(read.problem);
+  const addresses = (e: Envelope) => [e.sender, ...e.recipients.map((r) => r.address)].map((a) => a.toLowerCase()).join(" ");
+  if (addresses(read.envelope) !== addresses(envelope)) {
+    throw requestProblem("bad-envelope", "Envelope-From and Envelope-To must name the JSON message's envelope sender and recipients, in order");
+  }
+  const raw = Buffer.concat(await read.compose({ messageId: `<${randomUUID()}@${config.authority[0]}>` }).toArray());
+  if (raw.length > config.maxMessageSize) throw requestProblem("too-large", `the composed message has ${raw.length} octets; this relay accepts at most ${config.maxMessageSize}`);
+  return { raw, headerFrom: read.headerFrom };
+}
+
 /** The addresses of the message's one From: header field. */
 function readHeaderFrom(raw: Buffer): string[] {
   const from = headerFromAddresses(raw);
@@ -373,7 +399,7 @@ function jsonResponse(status: number, body: unknown): Response {
   return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
 }
 
-function internalError(log: MailLog, err: Error): RequestProblem {
+function internalError(log: MailLog, err: Error): ProblemError {
   log.error(`request failed: ${err.message}`);
   return requestProblem("internal-error", "the relay failed; try again later");
 }

@@ -3,10 +3,9 @@
  * `type` URI under https://homerelay.dev/problems/, so that clients act on the type, not the text.
  * The onward transports' refusals (OnwardRefusal) are listed here too and answered the same way.
  */
+import { PROBLEM_BASE, ProblemError } from "../shared/problem-details.js";
+import { MESSAGE_PROBLEMS } from "../shared/submission/message-problems.js";
 import type { OnwardRefusal } from "./onward/onward.js";
-
-/** The common prefix of every problem type URI. */
-export const PROBLEM_BASE = "https://homerelay.dev/problems/";
 
 /** Every problem type: its HTTP status and its title (the same for every occurrence). */
 export const PROBLEMS = {
@@ -14,7 +13,7 @@ export const PROBLEMS = {
   "query-not-allowed": { status: 400, title: "The request has a query string, which the signature cannot cover" },
   "not-found": { status: 404, title: "No such resource" },
   "method-not-allowed": { status: 405, title: "The method is not allowed for this resource" },
-  "unsupported-media-type": { status: 415, title: "The body must be a message/rfc822 message" },
+  "unsupported-media-type": { status: 415, title: "The body must be a message/rfc822 message or a JSON message" },
   "unsupported-content-encoding": { status: 415, title: "The only content coding accepted is gzip" },
   "missing-field": { status: 400, title: "A required header field is missing" },
   // The signature (RFC 9421); every 401 carries Accept-Signature.
@@ -38,7 +37,6 @@ export const PROBLEMS = {
   "incomplete-body": { status: 400, title: "The body ended before it was complete" },
   "digest-mismatch": { status: 400, title: "The body does not match its Content-Digest" },
   "bad-content-encoding": { status: 400, title: "The body is not valid gzip" },
-  "bad-message": { status: 400, title: "The message has no single readable From: header field" },
   "from-not-allowed": { status: 403, title: "The key may not send with this header From: address" },
   // Idempotency.
   "idempotency-in-progress": { status: 409, title: "A request with this Idempotency-Key is still in progress" },
@@ -54,47 +52,24 @@ export const PROBLEMS = {
   "ses-not-verified": { status: 403, title: "Amazon SES refused an address that is not verified for this account" },
   // The relay itself.
   "internal-error": { status: 500, title: "The relay failed unexpectedly" },
+  // A JSON message (or a raw one without a readable From:), as the agent's HTTP API refuses it too.
+  ...MESSAGE_PROBLEMS,
 } as const satisfies Record<string, { status: number; title: string }>;
 
 /** The name of a problem type, e.g. `bad-signature`. */
 export type ProblemName = keyof typeof PROBLEMS;
 
-/** An RFC 9457 problem details object. */
-export interface ProblemDetails {
-  type: string;
-  title: string;
-  status: number;
-  detail: string;
-}
-
-/** A request the cloud answers with a problem; thrown by the request checks, answered by the app. */
-export class RequestProblem extends Error {
-  constructor(
-    readonly problem: ProblemDetails,
-    /** Extra response header fields: Accept-Signature, Retry-After, Allow. */
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(problem.detail);
-    this.name = "RequestProblem";
-  }
-}
-
 /** The problem `name` with `detail`, ready to throw. */
-export function requestProblem(name: ProblemName, detail: string, headers: Record<string, string> = {}): RequestProblem {
+export function requestProblem(name: ProblemName, detail: string, headers: Record<string, string> = {}): ProblemError {
   const { status, title } = PROBLEMS[name];
-  return new RequestProblem({ type: PROBLEM_BASE + name, title, status, detail }, headers);
+  return new ProblemError({ type: PROBLEM_BASE + name, title, status, detail }, headers);
 }
 
 /** An onward transport's refusal as a problem, with Retry-After when the transport gave one. */
-export function refusalProblem(refusal: OnwardRefusal): RequestProblem {
+export function refusalProblem(refusal: OnwardRefusal): ProblemError {
   const known = (PROBLEMS as Record<string, { title: string }>)[refusal.type];
-  return new RequestProblem(
+  return new ProblemError(
     { type: PROBLEM_BASE + refusal.type, title: known?.title ?? "The onward transport refused the message", status: refusal.httpStatus, detail: refusal.message },
     refusal.retryAfter !== undefined ? { "retry-after": String(Math.max(1, Math.ceil(refusal.retryAfter))) } : {},
   );
-}
-
-/** The `application/problem+json` response of a problem. */
-export function problemResponse(p: RequestProblem): Response {
-  return new Response(JSON.stringify(p.problem), { status: p.problem.status, headers: { "content-type": "application/problem+json", ...p.headers } });
 }

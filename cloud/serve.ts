@@ -3,11 +3,8 @@
  * a TLS-terminating proxy): @hono/node-server on `listen`, the embedded file store, the onward
  * transport from the configuration; SIGTERM stops accepting, finishes requests and closes the store.
  */
-import type { IncomingMessage, Server, ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
-import { serve } from "@hono/node-server";
-import { getConnInfo } from "@hono/node-server/conninfo";
 import { ConfigError, EX_CONFIG } from "../shared/config-file.js";
+import { clientAddressOf, listenHttp } from "../shared/http-listener.js";
 import { createMailLog, type MailLog } from "../shared/log.js";
 import { formatHostPort, parseHostPort } from "../shared/net.js";
 import { defaultEd25519 } from "../shared/protocol/ed25519.js";
@@ -53,31 +50,18 @@ export async function serveCloud(config: CloudConfig, log: MailLog): Promise<Clo
   const listen = parseHostPort(config.listen)!;
   const onward = await onwardFromConfig(config);
   const store = await FileStore.open(config.store);
-  const app = createCloudApp({ config, store, onward, ed25519: await defaultEd25519(), log, clientAddress: (c) => unmapped(getConnInfo(c).remote.address ?? "unknown") });
-  // Plain HTTP/1.1 (no createServer option): the server is a node:http Server.
-  const server = serve({ fetch: app.fetch, hostname: listen.host, port: listen.port }) as Server;
-  const address = await new Promise<AddressInfo>((resolve, reject) => {
-    server.once("listening", () => resolve(server.address() as AddressInfo));
-    server.once("error", reject);
-  }).catch(async (err: Error) => {
+  const app = createCloudApp({ config, store, onward, ed25519: await defaultEd25519(), log, clientAddress: clientAddressOf });
+  const server = await listenHttp(app.fetch, listen).catch(async (err: Error) => {
     await onward.close?.();
     await store.close();
     throw err;
   });
-  // Responses still being worked on when the server closes are the last on their connections.
-  const inFlight = new Set<ServerResponse>();
-  server.on("request", (_request: IncomingMessage, response: ServerResponse) => {
-    inFlight.add(response);
-    response.once("close", () => inFlight.delete(response));
-  });
-  const bound = { host: address.address, port: address.port };
-  log.info(`listening on ${formatHostPort(bound)} for ${config.authority.join(", ")}, onward ${onward.name}`);
+  log.info(`listening on ${formatHostPort(server)} for ${config.authority.join(", ")}, onward ${onward.name}`);
   return {
-    ...bound,
+    host: server.host,
+    port: server.port,
     async close() {
-      // No new connections; idle keep-alive ones close now, busy ones once their response is out.
-      for (const response of inFlight) if (!response.headersSent) response.setHeader("connection", "close");
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await server.close();
       await onward.close?.();
       await store.close();
     },
@@ -107,9 +91,4 @@ export async function runCloudServe(options: { config: string }): Promise<void> 
     process.exit(err instanceof SecretFileError ? EX_CONFIG : err.code === "EADDRINUSE" || err.code === "EACCES" ? EX_UNAVAILABLE : 1);
   });
   stopOnSignals(() => server.close(), log);
-}
-
-/** A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; the caller's address is a.b.c.d. */
-function unmapped(address: string): string {
-  return /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1] ?? address;
 }

@@ -39,6 +39,8 @@ export interface QmgrOptions {
   /** The transport for each kind of route step (`local`, `mx`, `smarthost`, `cloud`). */
   transports: Partial<Record<RouteStep["kind"], Transport>>;
   notifier: Notifier;
+  /** Told each recipient's outcome of each attempt (the HTTP API's status records). */
+  outcome?(id: string, status: RecipientStatus): void;
   /** Judges direct-delivery refusals and learns the receivers that refuse the home address; without it, no re-routing. */
   directRoutes?: DirectRouteAdvisor;
   timing: QueueTiming;
@@ -343,7 +345,11 @@ export class QueueManager {
   }
 
   private log(message: QueuedMessage, results: Map<string, Attempt>, started: number): void {
-    for (const r of results.values()) this.logAttempt(message, r, started);
+    for (const r of results.values()) {
+      this.logAttempt(message, r, started);
+      const { recipient, status, dsn, relay, detail, time, expired } = r;
+      this.o.outcome?.(message.record.id, { recipient, status, dsn, relay, detail, time, ...(expired ? { expired } : {}) });
+    }
   }
 
   /** One delivery line, Postfix style; `status` and `detail` override the result's own (a re-routed attempt). */

@@ -3,9 +3,11 @@
  * refusal from an MX means: a reply that refuses the home address (blocklist, dynamic range, no
  * PTR, reputation) sends the recipient on to the route's fallback at once and is learned, per
  * domain and per mail provider, so that later mail goes straight to the fallback until it expires.
+ * A home address that is listed on a DNSBL or has a dynamic-looking PTR skips direct delivery for everyone.
  */
 import type { MailResolver } from "../../shared/dns/resolver.js";
 import type { MailLog } from "../../shared/log.js";
+import type { AddressChange } from "../doctor/address-watch.js";
 import type { LearnedRoutes } from "./learned-routes.js";
 import { classifyReply, type ReplyVerdict } from "./reply-classifier.js";
 
@@ -16,6 +18,8 @@ export interface DirectRouteAdvisorOptions {
   log: MailLog;
   /** How long a learned refusal sends mail past direct delivery, seconds. */
   expirySeconds: number;
+  /** Why the current home address should not send direct at all (see homeAddressRefusal), or null. */
+  homeRefusal?: () => string | null;
   now?: () => number;
 }
 
@@ -29,6 +33,8 @@ export class DirectRouteAdvisor {
 
   /** Why mail for `domain` should skip direct delivery and take the fallback, or null to try it. */
   async skipReason(domain: string): Promise<string | null> {
+    const home = this.o.homeRefusal?.() ?? null;
+    if (home !== null) return home;
     const now = this.now();
     const known = this.o.learned.forDomain(domain, now);
     if (known) return `learned ${isoDate(known.learned)}: ${known.reason}`;
@@ -58,6 +64,15 @@ export class DirectRouteAdvisor {
     const days = Math.round(this.o.expirySeconds / 86400);
     this.o.log.info(`learned: ${domain}${hosts.length ? ` (MX ${hosts.join(", ")})` : ""} refuses mail from this address (${verdict.reason}); it goes by the fallback route for ${days} day${days === 1 ? "" : "s"}`);
   }
+}
+
+/**
+ * Why a home address should not send direct to anyone: its PTR looks dynamic, or a DNS blocklist
+ * lists it (Spamhaus PBL and the like), as the address watch's checks found; null when neither.
+ */
+export function homeAddressRefusal(change: AddressChange): string | null {
+  const failed = change.checks.find((c) => c.status === "fail" && (c.name === "ptr-dynamic" || c.name.startsWith("dnsbl:")));
+  return failed ? `home address ${change.current}: ${failed.detail}` : null;
 }
 
 function isoDate(ms: number): string {

@@ -4,6 +4,7 @@
  * and keeps idle sessions for a few seconds so that a burst of mail reuses them.
  */
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import type { EnvelopeRecipient } from "../../shared/envelope.js";
 import { readSecretFile } from "../../shared/secret-file.js";
 import { transactionsOf } from "../../shared/smtp/transactions.js";
@@ -12,7 +13,10 @@ import type { MailLog } from "../../shared/log.js";
 import { deliverViaMx } from "../../shared/smtp/mx-delivery.js";
 import { SmtpClient, SmtpSessionError, type RecipientOutcome, type SmtpTarget } from "../../shared/smtp/smtp-client.js";
 import type { AgentConfig } from "../config.js";
+import { MtaStsPolicies } from "../mta-sts/policy-cache.js";
+import { stsDelivery } from "../mta-sts/sts-delivery.js";
 import type { DeliveryRequest, DeliveryResult, Transport } from "../qmgr/transport.js";
+import { Spool } from "../queue/spool.js";
 import { Semaphore } from "./semaphore.js";
 import { SessionCache } from "./session-cache.js";
 
@@ -58,11 +62,26 @@ export class SmtpTransport implements Transport {
   private readonly total: Semaphore;
   private readonly perDestination = new Map<string, Semaphore>();
   private readonly sessions: SessionCache;
+  /** Receivers' MTA-STS policies for direct-to-MX delivery; null when `delivery.mtaSts.enabled` is off. */
+  private readonly mtaSts: MtaStsPolicies | null;
 
   constructor(private readonly o: SmtpTransportOptions) {
     this.smarthosts = loadSmarthosts(o.config);
     this.total = new Semaphore(o.config.delivery.concurrency);
     this.sessions = new SessionCache((target) => SmtpClient.open(target), 2000);
+    const { delivery, spool } = o.config;
+    this.mtaSts = delivery.mtaSts.enabled
+      ? new MtaStsPolicies({
+          dir: join(new Spool(spool).privateDir, "mta-sts"),
+          resolver: o.resolver,
+          addressPreference: delivery.addressPreference,
+          port: delivery.mtaSts.port,
+          // The policy host's certificate is checked against the same CAs as MX hosts' under `verify`.
+          ...(o.mxCa ? { ca: o.mxCa } : {}),
+          timeout: delivery.connectTimeout,
+          log: o.log,
+        })
+      : null;
   }
 
   async deliver(request: DeliveryRequest): Promise<DeliveryResult[]> {
@@ -88,13 +107,14 @@ export class SmtpTransport implements Transport {
     const content = () => request.content() as import("node:stream").Readable;
     let outcomes: RecipientOutcome[];
     if (step.kind === "mx") {
+      const policy = (await this.mtaSts?.policyFor(request.domain)) ?? null;
       outcomes = await deliverViaMx(
         { domain: request.domain, envelope: message.record.envelope, transactions, content, size: message.size },
         {
           resolver,
           port: config.delivery.mxPort,
           helo: config.hostname,
-          tls: config.delivery.tlsPolicies[request.domain] ?? config.delivery.tlsPolicy,
+          ...stsDelivery(policy, config.delivery.tlsPolicies[request.domain] ?? config.delivery.tlsPolicy, this.o.log, message.record.id),
           addressPreference: config.delivery.addressPreference,
           connectTimeout: config.delivery.connectTimeout,
           commandTimeout: config.delivery.commandTimeout,

@@ -37,6 +37,27 @@ export interface MxDeliveryOptions {
   connectTimeout: number;
   commandTimeout: number;
   sessions: SessionSource;
+  /** The recipient domain's MTA-STS policy (RFC 8461), when one applies. */
+  sts?: StsCheck;
+}
+
+/**
+ * An MTA-STS policy as delivery applies it. `enforce`: MX hosts it does not list are skipped, and
+ * `tls` is `verify`. `testing`: delivery goes on as usual, but what enforce would have refused is
+ * reported: an unlisted MX host, or TLS that fails verification (tried first, then as usual).
+ */
+export interface StsCheck {
+  mode: "enforce" | "testing";
+  lists(exchange: string): boolean;
+  report(violation: StsViolation): void;
+}
+
+/** What an MTA-STS policy in `testing` mode would have refused. */
+export interface StsViolation {
+  exchange: string;
+  /** `mx`: the policy does not list the host; `tls`: TLS was not offered or did not verify. */
+  kind: "mx" | "tls";
+  detail: string;
 }
 
 /** Deliver to the MX hosts of `request.domain`; one outcome per recipient, never a throw. */
@@ -56,6 +77,15 @@ export async function deliverViaMx(request: MxDeliveryRequest, o: MxDeliveryOpti
 
   for (const host of mx.hosts) {
     if (pending.length === 0) break;
+    const listed = o.sts?.lists(host.exchange) ?? true;
+    if (!listed) {
+      const detail = `MX host ${host.exchange} is not listed in the MTA-STS policy of ${request.domain}`;
+      if (o.sts!.mode === "enforce") {
+        lastError = { dsn: "4.7.5", detail, unreachable: false };
+        continue;
+      }
+      o.sts!.report({ exchange: host.exchange, kind: "mx", detail });
+    }
     const addresses = await o.resolver.resolveAddresses(host.exchange, o.addressPreference);
     if (addresses.kind !== "ok") {
       lastError = { dsn: addresses.kind === "nxdomain" ? "5.4.4" : "4.4.3", detail: addresses.reason, unreachable: true };
@@ -75,9 +105,11 @@ export async function deliverViaMx(request: MxDeliveryRequest, o: MxDeliveryOpti
         commandTimeout: o.commandTimeout,
         ...(o.ca ? { ca: o.ca } : {}),
       };
-      const session = await openSession(o.sessions, target);
+      const testing = o.sts?.mode === "testing" && listed ? (error: SmtpSessionError) => o.sts!.report({ exchange: host.exchange, kind: "tls", detail: error.message }) : undefined;
+      const session = await openSession(o.sessions, target, testing);
       if (session instanceof SmtpSessionError) {
-        lastError = { dsn: session.enhanced, detail: session.message, unreachable: session.unreachable, ...(session.reply ? { reply: session.reply } : {}) };
+        const policy = o.sts?.mode === "enforce" && tlsRefused(session) ? ` (the MTA-STS policy of ${request.domain} requires verified TLS)` : "";
+        lastError = { dsn: session.enhanced, detail: `${session.message}${policy}`, unreachable: session.unreachable, ...(session.reply ? { reply: session.reply } : {}) };
         // A 5xx greeting or EHLO means this host refuses us: try the next one, like any failure here.
         continue;
       }
@@ -117,20 +149,33 @@ export async function deliverViaMx(request: MxDeliveryRequest, o: MxDeliveryOpti
   return all.map((r) => outcomes.get(r.address)!);
 }
 
-/** Open a session, retrying in plaintext when the `may` policy's TLS handshake fails (as Postfix does). */
-async function openSession(sessions: SessionSource, target: SmtpTarget): Promise<SmtpClient | SmtpSessionError> {
+/**
+ * Open a session, retrying in plaintext when the `may` policy's TLS handshake fails (as Postfix does).
+ * With `testing` (an MTA-STS policy in testing mode), verified TLS is tried first; its failure is
+ * reported, and the session opened as usual.
+ */
+async function openSession(sessions: SessionSource, target: SmtpTarget, testing?: (error: SmtpSessionError) => void): Promise<SmtpClient | SmtpSessionError> {
+  if (testing && target.tls !== "verify") {
+    const verified = await acquire(sessions, { ...target, tls: "verify" });
+    if (!(verified instanceof SmtpSessionError) || !tlsRefused(verified)) return verified;
+    testing(verified);
+  }
+  const session = await acquire(sessions, target);
+  if (session instanceof SmtpSessionError && session.tlsFailure && target.tls === "may") return acquire(sessions, { ...target, tls: "none" });
+  return session;
+}
+
+/** A session from `sessions`, or the SmtpSessionError that prevented it. */
+async function acquire(sessions: SessionSource, target: SmtpTarget): Promise<SmtpClient | SmtpSessionError> {
   try {
     return await sessions.acquire(target);
   } catch (err) {
-    if (!(err instanceof SmtpSessionError)) throw err;
-    if (err.tlsFailure && target.tls === "may") {
-      try {
-        return await sessions.acquire({ ...target, tls: "none" });
-      } catch (again) {
-        if (again instanceof SmtpSessionError) return again;
-        throw again;
-      }
-    }
-    return err;
+    if (err instanceof SmtpSessionError) return err;
+    throw err;
   }
+}
+
+/** The session failed for want of TLS: a failed handshake or certificate check, or STARTTLS not offered (4.7.4, no reply). */
+function tlsRefused(error: SmtpSessionError): boolean {
+  return error.tlsFailure || (error.replyCode === undefined && error.enhanced === "4.7.4");
 }

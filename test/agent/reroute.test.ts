@@ -1,12 +1,16 @@
 // reroute: an MX that refuses the home address (real Gmail and Spamhaus wordings) sends the recipient
-// at once to the route's fallback, without a bounce; the domain and its MX provider are learned, later mail skips direct delivery.
+// at once to the route's fallback, without a bounce; the domain and its MX provider are learned, later mail skips direct
+// delivery; a home address on the Spamhaus PBL (as the cloud sees it) sends auto routes' mail by the fallback from the start.
 import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { pkcs8PemFromSeed } from "../../shared/protocol/ed25519.js";
 import { CLI, startAgent, type AgentProcess } from "../support/agent-process.js";
+import { makeKey } from "../support/cloud-client.js";
+import { NatCloud } from "../support/nat-cloud.js";
 import { deliveryLines, mailbox, mxRecords, startMxWorld, submit, waitForDelivery, worldConfig, type MxHost, type MxWorld } from "../support/mx-world.js";
 
 const run = promisify(execFile);
@@ -175,5 +179,40 @@ describe("re-routing refusals of the home address", () => {
     assert.equal(bounced.dsn, "5.7.1");
     assert.equal(isp.messages.length, 0);
     assert.ok((await learnedKeys()).includes("domain:nofallback.test"));
+  });
+});
+
+describe("a home address that should not send direct", () => {
+  test("listed on the Spamhaus PBL: auto routes send by the fallback without trying the MX; at a new, unlisted address, direct again", async (t) => {
+    const key = makeKey("home-1");
+    const cloud = await NatCloud.start("203.0.113.7", [key]);
+    t.after(() => cloud.close());
+    const listed = { "7.113.0.203.zen.spamhaus.org": { A: ["127.0.0.11"], TXT: ["https://check.spamhaus.org/query/ip/203.0.113.7"] } };
+    const zone = { "pbl.test": mxRecords(["mx1.mailprovider.test", 10]) };
+    world.setZone({ ...zone, ...listed });
+    const home = await startAgent(
+      worldConfig(world, {
+        smarthosts: { isp: { host: "smtp.isp.example", port: world.port, tls: "none" } },
+        routes: [{ match: "*", route: "mx", fallback: ["smarthost:isp"] }],
+        cloud: { url: cloud.url, keyId: key.id, keyFile: "home-1.key" },
+        doctor: { dnsbl: ["zen.spamhaus.org"], watchInterval: 0.3 },
+      }),
+      { files: { "home-1.key": pkcs8PemFromSeed(key.seed) } },
+    );
+    t.after(() => home.cleanup());
+    await home.waitForLog(/home address 203\.0\.113\.7: .*zen\.spamhaus\.org.*: auto routes send by their fallback\n/, 10_000);
+    let mark = home.log().length;
+    let id = await submit(home, ALICE, ["lee@pbl.test"], "listed home address");
+    const sent = await waitForDelivery(home, id, "lee@pbl.test", "sent", mark);
+    assert.equal(sent.relay, `smtp.isp.example[127.0.0.3]:${world.port}`);
+    assert.equal(deliveryLines(home, id, "lee@pbl.test").length, 1, "no direct attempt");
+    assert.equal(provider.messages.length, 0);
+
+    // The line gets a new address, which is not listed: auto routes are decided again.
+    mark = home.log().length;
+    cloud.address = "198.51.100.20";
+    await home.waitForLog(/home address 198\.51\.100\.20 is not listed and its PTR looks static: auto routes try direct delivery\n/, 10_000, mark);
+    id = await submit(home, ALICE, ["mia@pbl.test"], "delisted");
+    assert.equal((await waitForDelivery(home, id, "mia@pbl.test", "sent", mark)).relay, `mx1.mailprovider.test[127.0.0.2]:${world.port}`);
   });
 });

@@ -9,7 +9,7 @@ import { Writable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import { acceptSignature } from "../../cloud/app.js";
 import { parseCloudConfig } from "../../cloud/config.js";
-import { PROBLEM_BASE } from "../../cloud/problems.js";
+import { PROBLEM_BASE } from "../../shared/problem-details.js";
 import { serveCloud, type CloudServer } from "../../cloud/serve.js";
 import { createMailLog } from "../../shared/log.js";
 import { contentDigest } from "../../shared/protocol/content-digest.js";
@@ -447,5 +447,38 @@ describe("info, whoami, health and the log", () => {
     for (const secret of [marker, request.headers.signature!.slice(4, -1), home.publicKey, Buffer.from(home.seed).toString("base64"), ACCOUNT.pass]) {
       assert.ok(!everything.includes(secret), `the log contains ${secret}`);
     }
+  });
+});
+
+describe("the JSON form (scripts away from home)", () => {
+  /** Sign and send `json` as application/json with the envelope fields given. */
+  async function postJson(json: unknown, envelopeFrom = "<alice@example.net>", envelopeTo = "<bob@example.org>"): Promise<Answer> {
+    const request = submission(AUTHORITY, { body: Buffer.from(typeof json === "string" ? json : JSON.stringify(json)), envelopeFrom, envelopeTo });
+    request.headers["content-type"] = "application/json";
+    return send(server.port, await signed(request, home));
+  }
+
+  test("a JSON message is composed with MailComposer and relayed with the signed envelope", async () => {
+    const answer = await postJson({ from: "Alice <alice@example.net>", to: "bob@example.org", subject: "Grüße aus dem Keller", text: "The backup is done.\n" });
+    assert.equal(answer.status, 200, answer.text);
+    assert.equal(upstream.messages.length, 1);
+    const [received] = upstream.messages;
+    assert.equal(received!.mailFrom, "alice@example.net");
+    assert.deepEqual(received!.rcptTo.map((r) => r.address), ["bob@example.org"]);
+    const text = received!.raw.toString("latin1");
+    assert.match(text, /^From: Alice <alice@example\.net>\r$/m);
+    assert.match(text, /^Subject: =\?UTF-8\?Q\?Gr=C3=BC=C3=9Fe_aus_dem_Keller\?=\r$/m);
+    assert.match(text, new RegExp(`^Message-ID: <[0-9a-f-]{36}@${AUTHORITY.replace(/\./g, "\\.")}>\\r$`, "m"));
+    assert.match(text, /\r\n\r\nThe backup is done\.\r\n$/);
+  });
+
+  test("an envelope that differs from the signed Envelope-To is 400 bad-envelope, nothing relayed", async () => {
+    assertRefused(await postJson({ from: "alice@example.net", to: "bob@example.org" }, "<alice@example.net>", "<carol@example.com>"), 400, "bad-envelope");
+  });
+
+  test("broken JSON is 400 invalid-json; a subject with CR LF is 400 header-injection; a From: the key may not use is 403", async () => {
+    assertRefused(await postJson('{"from": "alice@example.net", "to": '), 400, "invalid-json");
+    assertRefused(await postJson({ from: "alice@example.net", to: "bob@example.org", subject: "hi\r\nBcc: victim@example.com" }), 400, "header-injection");
+    assertRefused(await postJson({ from: "ceo@bank.example", to: "bob@example.org", envelope: { from: "alice@example.net", to: "bob@example.org" } }), 403, "from-not-allowed");
   });
 });

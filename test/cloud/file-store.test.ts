@@ -6,7 +6,7 @@ import { appendFile, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/prom
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseCloudConfig } from "../../cloud/config.js";
-import { PROBLEM_BASE } from "../../cloud/problems.js";
+import { PROBLEM_BASE } from "../../shared/problem-details.js";
 import { serveCloud } from "../../cloud/serve.js";
 import { FileStore } from "../../cloud/store/file-store.js";
 import { silentLog } from "../../shared/log.js";
