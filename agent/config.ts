@@ -18,7 +18,13 @@ const domain = z.string().regex(hostnamePattern, "expected a domain name such as
 const listenAddress = z.string().refine((s) => parseHostPort(s) !== null, "expected host:port, e.g. 127.0.0.1:2525 or [::1]:25");
 const cidr = z.string().refine(isCidr, "expected an address range such as 192.0.2.0/24 or ::1/128");
 const bytes = z.number().int().positive();
-const seconds = z.number().positive();
+/**
+ * Seconds that set a timer: a Node timer waits at most 2^31-1 ms, and a longer one fires at once,
+ * over and over (a CPU spinning idle). Durations only compared with clocks may be longer.
+ */
+const MAX_TIMER_SECONDS = 2_147_483;
+const seconds = z.number().positive().max(MAX_TIMER_SECONDS, `expected at most ${MAX_TIMER_SECONDS} seconds (about 24 days)`);
+const longSeconds = z.number().positive();
 
 const listenerSchema = z
   .object({
@@ -134,7 +140,7 @@ const deliverySchema = z
       .strict()
       .default({ enabled: true, port: 443 }),
     /** How long a receiver that refused the home address gets mail by the fallback route before direct delivery is tried again (default 30 days). */
-    learnedRouteExpiry: seconds.default(30 * 86400),
+    learnedRouteExpiry: longSeconds.default(30 * 86400),
   })
   .strict();
 
@@ -145,7 +151,7 @@ const queueSchema = z
     /** Upper bound of the doubling retry interval (maximal_backoff_time). */
     maxBackoff: seconds.default(4000),
     /** Give up and bounce after this many seconds (maximal_queue_lifetime, 5 days). */
-    lifetime: seconds.default(5 * 86400),
+    lifetime: longSeconds.default(5 * 86400),
     /** Warn the sender once after this many seconds undelivered; 0 = never (delay_warning_time, 4 h). */
     delayWarning: secondsOrZero.default(4 * 3600),
     /** How often deferred/ is scanned for messages whose retry time has come (queue_run_delay). */
@@ -272,7 +278,7 @@ const configSchema = z
     aliases: z.string().min(1).optional(),
     listeners: z.array(listenerSchema).min(1).default([{ role: "submission", listen: "127.0.0.1:2525", tls: "starttls" }]),
     trustedNetworks: z.array(cidr).default(["127.0.0.0/8", "::1/128"]),
-    localDomains: z.array(domain).optional(),
+    localDomains: z.array(domain).min(1, "expected at least one local domain (postmaster must have a home)").optional(),
     tls: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
     users: z.record(z.string().regex(/^[a-z0-9._-]{1,64}$/i, "expected an account name of letters, digits, . _ -"), userSchema).default({}),
     limits: limitsSchema.default(limitsSchema.parse({})),

@@ -4,7 +4,7 @@
  * administrator can jump straight to the line; the caller refuses to start (EX_CONFIG).
  */
 import { readFileSync } from "node:fs";
-import { LineCounter, parseDocument, isMap, isPair, isScalar, type Document, type Node } from "yaml";
+import { LineCounter, parseDocument, isMap, isPair, isScalar, visit, type Document, type Node } from "yaml";
 import type { z } from "zod";
 
 /** sysexits(3) EX_CONFIG: the exit status of a program that refuses a bad configuration. */
@@ -49,7 +49,20 @@ export function parseConfigText<S extends z.ZodType>(text: string, file: string,
     throw new ConfigError(doc.errors.map((e) => ({ file, ...at(e.pos[0]), path: "", message: e.message.split("\n")[0] ?? e.message })));
   }
   // An empty file means "all defaults", like an empty main.cf.
-  const value: unknown = doc.contents === null ? {} : doc.toJS();
+  let value: unknown;
+  try {
+    value = doc.contents === null ? {} : doc.toJS();
+  } catch (err) {
+    // An alias without its anchor, or so many aliases that expanding them would eat the memory ("billion laughs").
+    let alias: { range?: [number, number, number] | null } | undefined;
+    visit(doc, {
+      Alias(_, node) {
+        alias = node;
+        return visit.BREAK;
+      },
+    });
+    throw new ConfigError([{ file, ...at(alias?.range?.[0] ?? 0), path: "", message: `YAML aliases: ${(err as Error).message}` }]);
+  }
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   const problems: ConfigProblem[] = [];
@@ -58,7 +71,9 @@ export function parseConfigText<S extends z.ZodType>(text: string, file: string,
     if (issue.code === "unrecognized_keys") {
       for (const key of issue.keys) {
         const node = keyNode(doc, [...path], key);
-        problems.push({ file, ...at(node?.range?.[0] ?? 0), path: [...path, key].join("."), message: "unknown key" });
+        // A key is the file's text: one with control characters or dots is quoted, so that the problem stays on one line and reads unambiguously.
+        const shown = /^[\x21-\x7e]+$/.test(key) && !key.includes(".") ? key : JSON.stringify(key);
+        problems.push({ file, ...at(node?.range?.[0] ?? 0), path: [...path, shown].join("."), message: "unknown key" });
       }
       continue;
     }

@@ -83,6 +83,14 @@ export class CloudTransport implements Transport {
     }
 
     const body = await readAll(request.content());
+    const results: DeliveryResult[] = [];
+    for (const batch of envelopeBatches(recipients)) results.push(...(await this.post(message, body, batch)));
+    return results;
+  }
+
+  /** One signed request for the message to `recipients`; one result for each. */
+  private async post(message: DeliveryRequest["message"], body: Buffer, recipients: EnvelopeRecipient[]): Promise<DeliveryResult[]> {
+    const all = (result: Omit<DeliveryResult, "recipient" | "relay">): DeliveryResult[] => recipients.map((r) => ({ recipient: r.address, relay: this.relay, ...result }));
     const url = new URL(`${this.o.cloud.url}/v1/messages`);
     const headers: Record<string, string> = {
       "content-type": "message/rfc822",
@@ -214,6 +222,28 @@ function describeProblem(response: Response, text: string): string {
   // The text may be cut, never the stable problem type an administrator greps for.
   const said = `${title}${detail}`.slice(0, MAX_PROBLEM_TEXT - type.length);
   return `${said}${type}`.replace(/[\x00-\x1f\x7f]+/g, " ");
+}
+
+/**
+ * The longest Envelope-To field one request carries, octets. HTTP servers limit the header block
+ * (Node: 16 KiB in all, Lambda Function URLs alike), so a message for many recipients goes in
+ * several requests, each with its own idempotency key (the key covers the recipient set).
+ */
+const MAX_ENVELOPE_TO = 8192;
+
+/** `recipients` in groups whose Envelope-To field stays under MAX_ENVELOPE_TO. */
+function envelopeBatches(recipients: EnvelopeRecipient[]): EnvelopeRecipient[][] {
+  const batches: EnvelopeRecipient[][] = [];
+  let current: EnvelopeRecipient[] = [];
+  for (const r of recipients) {
+    if (current.length > 0 && formatEnvelopeTo([...current, r]).length > MAX_ENVELOPE_TO) {
+      batches.push(current);
+      current = [];
+    }
+    current.push(r);
+  }
+  if (current.length > 0) batches.push(current);
+  return batches;
 }
 
 /** The JSON object `text` holds, or an empty one when it holds anything else. */

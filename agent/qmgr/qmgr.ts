@@ -59,6 +59,11 @@ export class QueueManager {
   private readonly running = new Map<string, Promise<void>>();
   /** Messages just committed by intake: their record is known and they have no status log yet. */
   private readonly fresh = new Map<string, QueuedMessage>();
+  /**
+   * Final outcomes of messages whose bookkeeping failed after delivery (a read-only or full spool):
+   * remembered here so that the retry only finishes the bookkeeping and delivers nothing twice.
+   */
+  private readonly settled = new Map<string, RecipientStatus[]>();
   private scanTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   private offline = false;
@@ -133,7 +138,9 @@ export class QueueManager {
     for (const id of names) {
       if (this.stopped) break;
       try {
-        if (!force && (await stat(spool.file("deferred", id))).mtimeMs > now) continue;
+        const due = (await stat(spool.file("deferred", id))).mtimeMs;
+        // A due time further ahead than the longest backoff means the clock was set back: due now.
+        if (!force && due > now && due - now <= this.o.timing.maxBackoff * 1000) continue;
         if (only && !only(await readQueueFile(spool, "deferred", id))) continue;
         await moveQueueFile(spool, id, "deferred", "active");
         moved++;
@@ -209,6 +216,7 @@ export class QueueManager {
       throw err;
     }
     const history: StatusLog = fresh ? { latest: new Map(), delayWarned: false } : await readStatus(spool, id);
+    for (const r of this.settled.get(id) ?? []) history.latest.set(r.recipient, r);
     const { envelope } = message.record;
     const pending = envelope.recipients.filter((r) => !isFinal(history.latest.get(r.address)?.status ?? "deferred"));
     const started = this.now();
@@ -221,19 +229,26 @@ export class QueueManager {
 
     // Notices first, status second: a crash in between repeats a notice, never loses one.
     await this.notify(message, results, history);
+    this.settled.set(
+      id,
+      [...history.latest.values()].filter((r) => isFinal(r.status)),
+    );
 
     const unfinished = envelope.recipients.some((r) => !isFinal(history.latest.get(r.address)?.status ?? "deferred"));
     if (!unfinished) {
       // No sync: should the unlink be lost in a crash, the message is delivered again (a duplicate, never a loss).
       await unlink(spool.file("active", id));
       if (!fresh) await removeStatus(spool, id);
+      this.settled.delete(id);
       log.info(`${id}: removed`);
       return;
     }
     // Final outcomes must be durable before the message waits, or they would be repeated;
-    // deferral reasons only serve the queue tools and need no fsync.
-    const entries = [...results.values()];
+    // deferral reasons only serve the queue tools and need no fsync. A retry after a failure here
+    // writes all that is remembered, not only this attempt's results.
+    const entries = [...results.values(), ...(this.settled.get(id) ?? []).filter((r) => !results.has(r.recipient))];
     await appendStatus(spool, id, entries, entries.some((r) => isFinal(r.status)) || history.delayWarnedNow === true, history.delayWarnedNow);
+    this.settled.delete(id);
     await this.park(message, held);
   }
 
