@@ -15,7 +15,7 @@ import { DigestCheck, expectedDigest } from "../shared/protocol/content-digest.j
 import type { Ed25519 } from "../shared/protocol/ed25519.js";
 import { EnvelopeFieldError, parseEnvelopeFrom, parseEnvelopeTo } from "../shared/protocol/envelope-fields.js";
 import { headerFromAddresses } from "../shared/submission/header-from.js";
-import { readJsonMessage } from "../shared/submission/json-message.js";
+import { readJsonMessageBody } from "../shared/submission/json-message.js";
 import type { SignedMessage } from "../shared/protocol/message-signature.js";
 import { BARE_COMPONENTS, MESSAGE_COMPONENTS, verifyRequest, type SignatureProblem, type VerifiedSignature } from "../shared/protocol/signed-request.js";
 import type { CloudConfig } from "./config.js";
@@ -361,13 +361,7 @@ async function gunzipCapped(body: Buffer, limit: number): Promise<Buffer> {
  * state: those were checked against the key before the body was read, and their DSN parameters are relayed.
  */
 async function composeJson(body: Buffer, envelope: Envelope, config: CloudConfig): Promise<{ raw: Buffer; headerFrom: string[] }> {
-  let json: unknown;
-  try {
-    json = JSON.parse(body.toString("utf8"));
-  } catch (err) {
-    throw requestProblem("invalid-json", `the body is not JSON: ${(err as Error).message}`);
-  }
-  const read = readJsonMessage(json);
+  const read = readJsonMessageBody(body);
   if (!read.ok) throw new ProblemError(read.problem);
   const addresses = (e: Envelope) => [e.sender, ...e.recipients.map((r) => r.address)].map((a) => a.toLowerCase()).join(" ");
   if (addresses(read.envelope) !== addresses(envelope)) {

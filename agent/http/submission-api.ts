@@ -16,7 +16,7 @@ import type { MailLog } from "../../shared/log.js";
 import { problemName, problemResponse, ProblemError, PROBLEM_MEDIA_TYPE } from "../../shared/problem-details.js";
 import { EnvelopeFieldError, parseEnvelopeFrom, parseEnvelopeTo } from "../../shared/protocol/envelope-fields.js";
 import { headerFromAddresses } from "../../shared/submission/header-from.js";
-import { jsonMessageSchema, readJsonMessage } from "../../shared/submission/json-message.js";
+import { jsonMessageSchema, readJsonMessageBody } from "../../shared/submission/json-message.js";
 import { messageStatusSchema, problemSchema, submissionAcceptedSchema, type SubmissionAccepted } from "../../shared/submission/submission-answers.js";
 import type { AgentConfig } from "../config.js";
 import type { QueuedMessage } from "../queue/queue-file.js";
@@ -236,13 +236,7 @@ async function submitMessage(c: Context<ApiEnv>, deps: SubmissionApiDeps): Promi
 
 /** A JSON body as a message: MailComposer composes it once the queue ID is known. */
 function jsonMessage(body: Buffer): SubmittedMessage {
-  let json: unknown;
-  try {
-    json = JSON.parse(body.toString("utf8"));
-  } catch (err) {
-    throw apiProblem("invalid-json", `the body is not JSON: ${(err as Error).message}`);
-  }
-  const read = readJsonMessage(json);
+  const read = readJsonMessageBody(body);
   if (!read.ok) throw new ProblemError(read.problem);
   return { envelope: read.envelope, headerFrom: read.headerFrom, content: (complete) => read.compose(complete) };
 }

@@ -132,6 +132,17 @@ export function readJsonMessage(json: unknown): ReadableJsonMessage | { ok: fals
   }
 }
 
+/** A request body as a JSON message: `invalid-json` when it does not parse, else as readJsonMessage. */
+export function readJsonMessageBody(body: Buffer): ReadableJsonMessage | { ok: false; problem: ProblemDetails } {
+  let json: unknown;
+  try {
+    json = JSON.parse(body.toString("utf8"));
+  } catch (err) {
+    return { ok: false, problem: problemOf(MESSAGE_PROBLEMS, "invalid-json", `the body is not JSON: ${(err as Error).message}`) };
+  }
+  return readJsonMessage(json);
+}
+
 /** A reason to refuse the message, thrown while it is read. */
 function refusal(name: MessageProblemName, detail: string, field: string): ProblemError {
   return new ProblemError(problemOf(MESSAGE_PROBLEMS, name, detail, field));
