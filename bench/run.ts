@@ -6,6 +6,8 @@
  * Cloud (bench/cloud-bench.ts): signed requests through the Node entry vs bare Hono and the floor
  * of a signed API, Ed25519 verify rates, the Lambda entry's cold import. Classifier
  * (bench/classifier-bench.ts): reroute precision and recall on the labelled real replies.
+ * Reliability (bench/chaos.ts): kill -9 chaos on the SMTP and cloud paths and the fuzzers at
+ * bench size (--quick: CI size); `--no-chaos` leaves it out (it takes most of the run).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -13,6 +15,7 @@ import { cpus, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { stringify } from "yaml";
+import { benchChaos } from "./chaos.js";
 import { benchClassifier } from "./classifier-bench.js";
 import { benchCloud } from "./cloud-bench.js";
 import { startSink } from "./smtp-sink.js";
@@ -23,6 +26,7 @@ const { values: args } = parseArgs({
     repeats: { type: "string", default: "3" },
     messages: { type: "string", default: "3000" },
     quick: { type: "boolean", default: false },
+    "no-chaos": { type: "boolean", default: false },
   },
 });
 const repeats = args.quick ? 1 : Number(args.repeats);
@@ -187,6 +191,8 @@ async function main(): Promise<void> {
     results.cloud = cloud.results;
     const classifier = await benchClassifier();
     results.classifier = classifier.results;
+    const chaos = args["no-chaos"] ? null : await benchChaos({ quick: args.quick });
+    if (chaos) results.chaos = chaos.results;
 
     const out = [
       `homerelay bench — ${results.date as string}, ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, Node ${process.version}, medians of ${repeats}`,
@@ -205,6 +211,9 @@ async function main(): Promise<void> {
       "| rejection classifier | value |",
       "|---|---:|",
       ...classifier.table.map((row) => `| ${row.join(" | ")} |`),
+      ...(chaos
+        ? ["", "| reliability | size | lost / result | duplicates | time and kills |", "|---|---|---|---|---|", ...chaos.table.map((row) => `| ${row.join(" | ")} |`)]
+        : []),
     ].join("\n");
     process.stdout.write(out + "\n");
     await mkdir(join(ROOT, "bench/results"), { recursive: true });

@@ -111,6 +111,7 @@ export class Smtpd {
       greetingDelay: listener.greetingDelay,
       authWithoutTls: (address) => isLoopback(address),
       onCommand: (connection, verb) => this.onCommand(connection, verb),
+      commandDeadline: { ms: config.limits.idleTimeout * 1000, expired: (connection) => this.onCommandTimeout(connection) },
     });
     this.server.on("error", (err: Error) => ctx.log.warn(`smtpd ${formatHostPort(listener.listen)}: ${err.message}`));
   }
@@ -199,6 +200,13 @@ export class Smtpd {
       return { code: 421, message: `4.7.0 ${this.ctx.config.hostname} Error: too many commands, slow down` };
     }
     return null;
+  }
+
+  /** A command line trickled in for longer than limits.idleTimeout (Postfix smtpd_per_record_deadline). */
+  private onCommandTimeout(connection: HookedConnection): void {
+    const name = this.clients.get(connection.id)?.name ?? `unknown[${connection.remoteAddress}]`;
+    this.ctx.log.warn(`timeout after ${connection.where} from ${name}`);
+    connection.refuse(421, `4.4.2 ${this.ctx.config.hostname} Error: timeout exceeded`);
   }
 
   private async onAuth(auth: import("smtp-server").SMTPServerAuthentication, session: SMTPServerSession): Promise<string> {

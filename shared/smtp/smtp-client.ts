@@ -2,12 +2,19 @@
  * smtp-client — one outbound SMTP connection (Postfix smtp(8)'s session layer) over nodemailer's
  * SMTPConnection: connect, EHLO, STARTTLS per policy, AUTH, and transactions whose outcome is
  * told per recipient in Postfix's words (`host mx.example.org[192.0.2.1] said: 550 … (in reply
- * to RCPT TO command)`), so the queue manager can deliver, retry or bounce each one.
+ * to RCPT TO command)`), so the queue manager can deliver, retry or bounce each one. Every reply
+ * has a deadline, and the server's words are quoted cut short.
  */
 import { isIP } from "node:net";
 import type { Readable } from "node:stream";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import type { Envelope, EnvelopeRecipient } from "../envelope.js";
+import { ConversationDeadline } from "./conversation-deadline.js";
+
+/** How much of a server's reply a log line quotes (and with it the status log and DSNs). */
+const DETAIL_REPLY_CHARS = 512;
+/** How much of a refusal is kept for judging why the server refused. */
+const KEPT_REPLY_CHARS = 2048;
 
 /** Where and how to connect. */
 export interface SmtpTarget {
@@ -70,23 +77,70 @@ export class SmtpSessionError extends Error {
   }
 }
 
-type NodemailerError = Error & { code?: string; response?: string; responseCode?: number; command?: string; recipient?: string; rejectedErrors?: NodemailerError[] };
+type NodemailerError = Error & {
+  code?: string;
+  /** The system error's code (ECONNREFUSED) when nodemailer set its own (ESOCKET). */
+  originalCode?: string;
+  /** With ETIMEDOUT: CONNECT_TIMEOUT, GREETING_TIMEOUT, UPGRADE_TIMEOUT (TLS handshake) or SOCKET_TIMEOUT (silence). */
+  timeoutType?: string;
+  response?: string;
+  responseCode?: number;
+  command?: string;
+  recipient?: string;
+  rejectedErrors?: NodemailerError[];
+};
 
 /** An open, greeted (and possibly encrypted and authenticated) SMTP session. */
 export class SmtpClient {
   private broken = false;
+  private readonly conn: SMTPConnection;
+  private readonly deadline: ConversationDeadline;
+  /** Fails the exchange in flight when the server does not answer in time. */
+  private abandon: ((error: SmtpSessionError) => void) | undefined;
 
-  private constructor(
-    private readonly conn: SMTPConnection,
-    readonly target: SmtpTarget,
-  ) {
-    conn.on("error", () => (this.broken = true));
-    conn.on("end", () => (this.broken = true));
+  private constructor(readonly target: SmtpTarget) {
+    this.deadline = new ConversationDeadline(target.commandTimeout, (stage) => {
+      this.broken = true;
+      this.abandon?.(timedOut(this.host, stage));
+      this.conn.close();
+    });
+    this.conn = new SMTPConnection({
+      host: target.address,
+      port: target.port,
+      name: target.helo,
+      secure: target.tls === "implicit",
+      ignoreTLS: target.tls === "none",
+      // Not requireTLS: nodemailer would then send STARTTLS even when it is not offered; open()
+      // turns "not offered" into Postfix's 4.7.4 deferral instead. Offered STARTTLS is always used.
+      requireTLS: false,
+      ...(isIP(target.hostname) ? {} : { servername: target.hostname }),
+      connectionTimeout: target.connectTimeout * 1000,
+      greetingTimeout: target.commandTimeout * 1000,
+      // Silence only; a server that trickles its reply is stopped by the conversation deadline.
+      socketTimeout: target.commandTimeout * 1000,
+      allowInternalNetworkInterfaces: true,
+      logger: this.deadline.logger,
+      transactionLog: true,
+      tls: {
+        rejectUnauthorized: target.tls === "verify" || (target.tls === "implicit" && target.verifyImplicit === true),
+        // SNI carries names only (RFC 6066); an address would be refused by Node.
+        ...(isIP(target.hostname) ? {} : { servername: target.hostname }),
+        ...(target.ca ? { ca: target.ca } : {}),
+        minVersion: "TLSv1.2",
+      },
+    });
+    this.conn.on("error", () => (this.broken = true));
+    this.conn.on("end", () => (this.broken = true));
   }
 
   /** `name[address]:port` as in Postfix's `relay=` field. */
   get relay(): string {
-    return `${this.target.hostname}[${this.target.address}]:${this.target.port}`;
+    return `${this.host}:${this.target.port}`;
+  }
+
+  /** `name[address]`, as Postfix names the server in its messages. */
+  private get host(): string {
+    return `${this.target.hostname}[${this.target.address}]`;
   }
 
   /** The session is encrypted. */
@@ -101,49 +155,32 @@ export class SmtpClient {
 
   /** Connect and get the session ready. Rejects with SmtpSessionError. */
   static async open(target: SmtpTarget): Promise<SmtpClient> {
-    const conn = new SMTPConnection({
-      host: target.address,
-      port: target.port,
-      name: target.helo,
-      secure: target.tls === "implicit",
-      ignoreTLS: target.tls === "none",
-      // Not requireTLS: nodemailer would then send STARTTLS even when it is not offered; the check below
-      // turns "not offered" into Postfix's 4.7.4 deferral instead. Offered STARTTLS is always used.
-      requireTLS: false,
-      ...(isIP(target.hostname) ? {} : { servername: target.hostname }),
-      connectionTimeout: target.connectTimeout * 1000,
-      greetingTimeout: target.commandTimeout * 1000,
-      socketTimeout: target.commandTimeout * 1000,
-      allowInternalNetworkInterfaces: true,
-      tls: {
-        rejectUnauthorized: target.tls === "verify" || (target.tls === "implicit" && target.verifyImplicit === true),
-        // SNI carries names only (RFC 6066); an address would be refused by Node.
-        ...(isIP(target.hostname) ? {} : { servername: target.hostname }),
-        ...(target.ca ? { ca: target.ca } : {}),
-        minVersion: "TLSv1.2",
-      },
-    });
-    const where = `${target.hostname}[${target.address}]:${target.port}`;
-    await new Promise<void>((resolve, reject) => {
-      conn.once("error", (err: NodemailerError) => reject(sessionError(err, where)));
-      conn.connect(() => resolve());
-    }).catch((err) => {
+    const client = new SmtpClient(target);
+    const conn = client.conn;
+    const where = client.relay;
+    const failed = (err: unknown): never => {
+      client.deadline.stop();
       conn.close();
-      throw err;
-    });
+      throw err instanceof SmtpSessionError ? err : sessionError(err as NodemailerError, where);
+    };
+    await client
+      .exchange<void>((done) => {
+        conn.once("error", done);
+        // Called with an error when the server closes before its greeting (no 'error' then).
+        conn.connect((err) => {
+          conn.off("error", done);
+          done(err ?? null);
+        });
+      })
+      .catch(failed);
     if ((target.tls === "encrypt" || target.tls === "verify") && !conn.secure) {
+      client.deadline.stop();
       conn.close();
       throw new SmtpSessionError(`TLS is required, but was not offered by host ${where}`, undefined, "4.7.4", false);
     }
-    const client = new SmtpClient(conn, target);
     if (target.auth) {
       const auth = target.auth;
-      await new Promise<void>((resolve, reject) => {
-        conn.login({ user: auth.user, pass: auth.pass, method: auth.method }, (err) => (err ? reject(sessionError(err as NodemailerError, where)) : resolve()));
-      }).catch((err) => {
-        conn.close();
-        throw err;
-      });
+      await client.exchange<boolean>((done) => conn.login({ user: auth.user, pass: auth.pass, method: auth.method }, done)).catch(failed);
     }
     return client;
   }
@@ -165,24 +202,29 @@ export class SmtpClient {
         : undefined;
     const addresses = recipients.map((r) => r.address);
     const relay = this.relay;
-    const host = `${this.target.hostname}[${this.target.address}]`;
+    const host = this.host;
     try {
-      const info = await new Promise<SMTPConnection.SentMessageInfo>((resolve, reject) => {
+      // Once the server has taken the last byte of the body, its final reply has a deadline of its own.
+      this.deadline.expectBody(size);
+      content.once("end", () => this.deadline.bodySent());
+      const info = await this.exchange<SMTPConnection.SentMessageInfo>((done) =>
         this.conn.send(
           { from: envelope.sender === "" ? false : envelope.sender, to: addresses, size, ...(dsn ? { dsn } : {}), use8BitMime: envelope.body === "8BITMIME" },
           content,
-          (err, result) => (err ? reject(err) : resolve(result!)),
-        );
-      });
+          done,
+        ),
+      );
       const dsnOffered = (info.ehlo ?? []).some((line) => /^DSN\b/i.test(line));
       const rejected = new Map((info.rejectedErrors ?? []).map((e) => [(e as NodemailerError).recipient ?? "", e as NodemailerError]));
       return recipients.map((r) => {
         const err = rejected.get(r.address);
         if (err) return replyOutcome(r.address, relay, host, err.response ?? err.message, "RCPT TO");
-        return { recipient: r.address, status: "sent", dsn: enhancedOf(info.response, "2.0.0"), relay, detail: info.response, dsnOffered };
+        return { recipient: r.address, status: "sent", dsn: enhancedOf(info.response, "2.0.0"), relay, detail: replyLine(info.response), dsnOffered };
       });
     } catch (error) {
       content.destroy?.();
+      // The server stopped answering: given up (so the connection is gone), though it was reached.
+      const timeout = error instanceof SmtpSessionError ? error : undefined;
       const err = error as NodemailerError;
       this.broken ||= !err.response;
       const perRecipient = new Map((err.rejectedErrors ?? this.rejectedSoFar()).map((e) => [e.recipient ?? "", e]));
@@ -190,6 +232,7 @@ export class SmtpClient {
         const own = perRecipient.get(r.address);
         if (own?.response) return replyOutcome(r.address, relay, host, own.response, "RCPT TO");
         if (err.response) return replyOutcome(r.address, relay, host, err.response, commandName(err.command));
+        if (timeout) return { recipient: r.address, status: "deferred", dsn: timeout.enhanced, relay, detail: timeout.message };
         // No reply: the connection broke mid-transaction. Never assume delivery.
         return { recipient: r.address, status: "deferred", dsn: "4.4.2", relay, detail: `lost connection with ${host} while sending message (${err.message})`, unreachable: true };
       });
@@ -197,12 +240,13 @@ export class SmtpClient {
   }
 
   /** RSET, to reuse the session for another message. */
-  reset(): Promise<void> {
-    return new Promise((resolve, reject) => this.conn.reset((err) => (err ? reject(err) : resolve())));
+  async reset(): Promise<void> {
+    await this.exchange<boolean>((done) => this.conn.reset(done));
   }
 
   /** QUIT and close. */
   close(): void {
+    this.deadline.stop();
     if (this.conn.destroyed) return;
     try {
       this.conn.quit();
@@ -210,6 +254,25 @@ export class SmtpClient {
       this.conn.close();
     }
     setTimeout(() => this.conn.close(), 1000).unref();
+  }
+
+  /**
+   * One exchange with the server through nodemailer. When the server does not answer in time
+   * (the conversation deadline, or nodemailer's own greeting and socket timeouts), it fails with
+   * Postfix's "conversation with … timed out while …".
+   */
+  private exchange<T>(start: (done: (err: NodemailerError | null, result?: T) => void) => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.abandon = reject;
+      start((err, result) => {
+        if (!err) resolve(result as T);
+        else if (err.code === "ETIMEDOUT" && (err.timeoutType === "GREETING_TIMEOUT" || err.timeoutType === "SOCKET_TIMEOUT")) reject(timedOut(this.host, this.deadline.stage));
+        else reject(err);
+      });
+    }).finally(() => {
+      this.abandon = undefined;
+      this.deadline.idle();
+    });
   }
 
   private rejectedSoFar(): NodemailerError[] {
@@ -221,10 +284,10 @@ export class SmtpClient {
 /** The outcome for a server reply: 2xx sent, 4xx deferred, 5xx bounced. */
 function replyOutcome(recipient: string, relay: string, host: string, response: string, command: string): RecipientOutcome {
   const code = Number(response.slice(0, 3));
-  const text = response.replace(/\r?\n/g, " ").trim();
+  const text = replyLine(response);
   const detail = `host ${host} said: ${text} (in reply to ${command} command)`;
   if (code >= 200 && code < 300) return { recipient, status: "sent", dsn: enhancedOf(response, "2.0.0"), relay, detail: text };
-  const reply = response.replace(/\r\n/g, "\n").trim();
+  const reply = keptReply(response);
   if (code >= 500) return { recipient, status: "bounced", dsn: enhancedOf(response, "5.0.0"), relay, detail, reply };
   return { recipient, status: "deferred", dsn: enhancedOf(response, "4.0.0"), relay, detail, reply };
 }
@@ -245,19 +308,60 @@ export function enhancedOf(response: string, fallback: string): string {
   return cls === "2" || cls === "4" || cls === "5" ? `${cls}${fallback.slice(1)}` : fallback;
 }
 
-/** Turn a nodemailer connect/greeting/TLS/AUTH error into a session error in Postfix's words. */
+/** Turn a nodemailer connect/TLS/AUTH error into a session error in Postfix's words (timeouts: see timedOut). */
 function sessionError(err: NodemailerError, where: string): SmtpSessionError {
   if (err.response && err.responseCode) {
-    const text = err.response.replace(/\r?\n/g, " ").trim();
+    const text = replyLine(err.response);
     const stage = err.command ? ` (in reply to ${err.command.split(" ")[0]} command)` : "";
-    const reply = err.response.replace(/\r\n/g, "\n").trim();
-    return new SmtpSessionError(`host ${where.replace(/:\d+$/, "")} said: ${text}${stage}`, err.responseCode, enhancedOf(err.response, err.responseCode >= 500 ? "5.0.0" : "4.0.0"), false, false, reply);
+    return new SmtpSessionError(`host ${where.replace(/:\d+$/, "")} said: ${text}${stage}`, err.responseCode, enhancedOf(err.response, err.responseCode >= 500 ? "5.0.0" : "4.0.0"), false, false, keptReply(err.response));
   }
-  const reason = /ECONNREFUSED/.test(err.message) ? "Connection refused" : /ETIMEDOUT|timed? ?out/i.test(err.message) || err.code === "ETIMEDOUT" ? "Connection timed out" : err.message;
-  const tls = err.code === "ETLS" || /TLS|SSL|certificate/i.test(err.message);
+  // Only nodemailer's and Node's own words are searched: the peer's (an unparseable reply) may say anything.
+  const own = err.response ? "" : err.message;
+  const system = err.originalCode ?? err.code;
+  const tls = err.code === "ETLS" || /TLS|SSL|certificate/i.test(own);
   // The host answered, so a failed handshake does not mean the network is down.
-  if (tls) return new SmtpSessionError(`TLS handshake with ${where} failed: ${oneLine(err.message)}`, undefined, "4.7.5", false, true);
+  if (tls) return new SmtpSessionError(`TLS handshake with ${where} failed: ${oneLine(quotingPeer(err))}`, undefined, "4.7.5", false, true);
+  const reason =
+    system === "ECONNREFUSED" || /ECONNREFUSED/.test(own)
+      ? "Connection refused"
+      : system === "ETIMEDOUT" || /ETIMEDOUT|timed? ?out/i.test(own)
+        ? "Connection timed out"
+        : quotingPeer(err);
   return new SmtpSessionError(`connect to ${where}: ${oneLine(reason)}`, undefined, "4.4.1", true);
+}
+
+/** The server stopped answering in the middle of `stage` (Postfix's words); it was reached, so not a network failure. */
+function timedOut(host: string, stage: string): SmtpSessionError {
+  return new SmtpSessionError(`conversation with ${host} timed out while ${stage}`, undefined, "4.4.2", false);
+}
+
+/**
+ * nodemailer's message with the peer's unparseable reply in it, quoted once and cut short
+ * (it puts it in twice: "Invalid greeting. response=R: R").
+ */
+function quotingPeer(err: NodemailerError): string {
+  const response = err.response;
+  if (!response) return err.message;
+  const appended = `: ${response}`;
+  const message = err.message.endsWith(appended) && err.message.slice(0, -appended.length).includes(response) ? err.message.slice(0, -appended.length) : err.message;
+  return message.split(response).join(clipped(oneLine(response), DETAIL_REPLY_CHARS));
+}
+
+/** A server's reply as a log line quotes it: on one line, cut short. */
+function replyLine(response: string): string {
+  return clipped(oneLine(response), DETAIL_REPLY_CHARS);
+}
+
+/** A refusal as kept for judging why the server refused: its lines, its first 2 KiB. */
+function keptReply(response: string): string {
+  return clipped(response.replace(/\r\n/g, "\n").trim(), KEPT_REPLY_CHARS);
+}
+
+/** `text` cut to `max` characters with a marker, never between the halves of a surrogate pair. */
+function clipped(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const end = /[\uD800-\uDBFF]/.test(text[max - 1]!) ? max - 1 : max;
+  return `${text.slice(0, end)}...`;
 }
 
 /** Text from a library or a peer on one log line: control characters (OpenSSL's trailing newline) become spaces. */

@@ -34,12 +34,13 @@ export class SmallDisk {
       t.skip(`cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): ${((err as { stderr?: string }).stderr ?? String(err)).trim()}`);
       return null;
     }
-    const disk = new SmallDisk(dir, path);
-    t.after(async () => {
-      await run("umount", ["-l", path]);
-      await rm(dir, { recursive: true, force: true });
-    });
-    return disk;
+    return new SmallDisk(dir, path);
+  }
+
+  /** Unmount and remove the directory. */
+  async release(): Promise<void> {
+    await run("umount", [this.path]);
+    await rm(this.dir, { recursive: true, force: true });
   }
 
   private get filler(): string {
