@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { isIP } from "node:net";
 import { hostname as osHostname } from "node:os";
 import { resolve } from "node:path";
-import { z } from "zod";
+import * as z from "zod";
 import { loadConfigFile, parseConfigText } from "../shared/config-file.js";
 import { senderPattern, smtpUpstreamFields } from "../shared/config-fields.js";
 import { isCidr, isLoopback, parseHostPort, type HostPort } from "../shared/net.js";

@@ -6,7 +6,7 @@
  */
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { z } from "zod";
+import * as z from "zod";
 import type { MailLog } from "../../shared/log.js";
 import { isDnsName } from "../dkim/dkim-record.js";
 import { fetchPolicyText, policyUrl, PolicyFetchError, type PolicyFetchOptions } from "./policy-fetch.js";

@@ -8,7 +8,7 @@
 import type { Readable } from "node:stream";
 import addressparser from "nodemailer/lib/addressparser";
 import MailComposer from "nodemailer/lib/mail-composer";
-import { z } from "zod";
+import * as z from "zod";
 import { parseAddress } from "../address.js";
 import type { Envelope } from "../envelope.js";
 import { problemOf, ProblemError, type ProblemDetails } from "../problem-details.js";

@@ -3,7 +3,7 @@
  * queued (its queue ID and where to ask about it), where each recipient stands, and a problem.
  * The agent documents them in its OpenAPI document; the client reads its answers with their types.
  */
-import { z } from "zod";
+import * as z from "zod";
 
 /** `202`: the message is in the queue, fsynced, as after SMTP's 250. */
 export const submissionAcceptedSchema = z
