@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import type { AddressInfo } from "node:net";
 import { createServer, type Server } from "node:http";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, test, type TestContext } from "node:test";
 import sesLocal from "aws-ses-v2-local";
 import { OnwardRefusal, type OnwardMessage, type RelayResult } from "../../cloud/onward/onward.js";
 import { createSesTransport, type SesOnwardConfig } from "../../cloud/onward/ses.js";
@@ -267,18 +267,24 @@ describe("SES transport against an SES Query endpoint", () => {
     assert.equal(ses.actions.filter((a) => a === "GetSendQuota").length, 2);
   });
 
-  test("when the quota cannot be read, messages go unpaced and the quota is asked again a minute later", async (t) => {
+  /** A transport on a fake clock whose first GetSendQuota fails with `failure`, the account's rate being 1 per second. */
+  function quotaFailing(t: TestContext, failure: Parameters<typeof ses.failNext>[1]): { transport: ReturnType<typeof createSesTransport>; advance(ms: number): void } {
     fresh();
     ses.quota.maxSendRate = 1;
     t.after(() => (ses.quota.maxSendRate = 14));
     let clock = 1_700_000_000_000;
     const transport = createSesTransport(sesConfig(ses.url), { now: () => clock });
     t.after(() => transport.close?.());
-    ses.failNext("GetSendQuota", { status: 500, type: "Receiver", code: "InternalFailure", message: "The request processing has failed because of an unknown error." });
+    ses.failNext("GetSendQuota", failure);
+    return { transport, advance: (ms) => (clock += ms) };
+  }
+
+  test("when the quota cannot be read, messages go unpaced and the quota is asked again a minute later", async (t) => {
+    const { transport, advance } = quotaFailing(t, { status: 500, type: "Receiver", code: "InternalFailure", message: "The request processing has failed because of an unknown error." });
     for (let i = 0; i < 3; i++) await transport.relay(letter("alice@example.net", ["bob@example.org"]));
     assert.equal(ses.received.length, 3);
 
-    clock += 60_000;
+    advance(60_000);
     await transport.relay(letter("alice@example.net", ["bob@example.org"]));
     assert.equal((await refusalOf(transport.relay(letter("alice@example.net", ["bob@example.org"])))).type, "send-rate-exceeded");
     assert.deepEqual(
@@ -288,16 +294,10 @@ describe("SES transport against an SES Query endpoint", () => {
   });
 
   test("without permission for GetSendQuota (a least-privilege role) the quota is asked once, and messages go unpaced", async (t) => {
-    fresh();
-    ses.quota.maxSendRate = 1;
-    t.after(() => (ses.quota.maxSendRate = 14));
-    let clock = 1_700_000_000_000;
-    const transport = createSesTransport(sesConfig(ses.url), { now: () => clock });
-    t.after(() => transport.close?.());
-    ses.failNext("GetSendQuota", { status: 403, type: "Sender", code: "AccessDenied", message: "User is not authorized to perform: ses:GetSendQuota" });
+    const { transport, advance } = quotaFailing(t, { status: 403, type: "Sender", code: "AccessDenied", message: "User is not authorized to perform: ses:GetSendQuota" });
     for (let i = 0; i < 3; i++) {
       await transport.relay(letter("alice@example.net", ["bob@example.org"]));
-      clock += 60_000;
+      advance(60_000);
     }
     assert.equal(ses.received.length, 3);
     assert.deepEqual(
