@@ -147,16 +147,24 @@ export class Agent {
     this.qmgr.reconfigure(qmgrOptions(next, this.spool, this.log, routing, this.journal));
     this.addressWatch.configure(watch);
     previous.smtp.close();
-    await Promise.all(old.map((l) => l.stop()));
+    // The API first and on its own: its tokens (a revoked one above all) must not wait on an SMTP port.
+    let ok = true;
     try {
-      await this.openListeners(next);
       if (http === null) await this.closeHttp();
       else if (this.http) await this.http.reconfigure(http);
       else await this.openHttp(http);
     } catch (err) {
+      this.log.error(`reload: cannot open the HTTP API: ${(err as Error).message}`);
+      ok = false;
+    }
+    await Promise.all(old.map((l) => l.stop()));
+    try {
+      await this.openListeners(next);
+    } catch (err) {
       this.log.error(`reload: cannot open listeners: ${(err as Error).message}`);
       return false;
     }
+    if (!ok) return false;
     this.log.info(`reload -- version ${VERSION}, configuration ${next.source}`);
     return true;
   }
@@ -223,7 +231,7 @@ interface Routing {
 }
 
 async function buildRouting(config: AgentConfig, spool: Spool, log: MailLog, queued: (message: QueuedMessage) => void, homeRefusal: () => string | null): Promise<Routing> {
-  // First what can refuse to start (an unsafe key file), before anything holds resources.
+  // What can refuse to start (an unsafe key file) comes first; the later parts hold nothing that needs closing.
   const cloud = config.cloud ? await CloudTransport.create({ cloud: config.cloud, concurrency: config.delivery.destinationConcurrency, log: log.component("cloud") }) : null;
   const dkim = config.dkim ? DkimKeys.load(config.dkim) : null;
   const recipients = await localRecipients(config, spool);

@@ -79,6 +79,9 @@ export class DkimSigningTransport implements Transport {
    * streams by, never held in memory, so the message as sent is the field and a second read.
    */
   private async sign(request: DeliveryRequest): Promise<Signing> {
+    // A forward is someone else's message: signing it would vouch for whatever its From: claims,
+    // a spoof of our own domain included, and make it pass DMARC at the next hop.
+    if (request.message.record.origin === "local") return { field: null, reason: "a forwarded message is not ours to sign" };
     const parser = new MessageParser();
     const body = new RelaxedBody({ hashAlgo: "sha256" });
     const found: { headers?: MessageParserHeaderLine[]; key?: DkimKey | null; skip?: string; bodyHash?: string } = {};

@@ -30,7 +30,7 @@ export interface HttpIntakeOptions {
 }
 
 /** One message to queue. */
-export interface HttpSubmission {
+export interface HttpMessage {
   envelope: Envelope;
   /** The message content, given the Message-ID: and Date: to use where the message has none. */
   content(complete: { messageId: string; date: Date }): Readable;
@@ -50,7 +50,7 @@ export class HttpIntake {
    * Queue `m` under the current configuration; resolves once it is committed to active/. Throws
    * ProblemError: 413, 400 for what cleanup refuses, 503 with Retry-After when the queue cannot take it.
    */
-  async queue(config: AgentConfig, m: HttpSubmission): Promise<QueuedMessage> {
+  async queue(config: AgentConfig, m: HttpMessage): Promise<QueuedMessage> {
     const { spool, journal, log } = this.o;
     const name = `http[${m.client}]`;
     if (!(await this.enoughSpace(config))) {

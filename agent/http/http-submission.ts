@@ -48,7 +48,12 @@ export class HttpSubmission {
     private settings: HttpSettings,
     private listener: HttpListener,
     private readonly fetch: (request: Request) => Response | Promise<Response>,
-  ) {}
+  ) {
+    this.listening = settings.config.http.listen;
+  }
+
+  /** The configured address the open listener was opened on (the settings may name another after a failed reload). */
+  private listening: HostPort;
 
   /** Read the tokens of `config` (making token files); throws SecretFileError for an unusable one. */
   static async prepare(config: AgentConfig & { http: HttpConfig }, log: MailLog): Promise<HttpSettings> {
@@ -80,12 +85,27 @@ export class HttpSubmission {
 
   /** Take a reloaded configuration; requests in flight finish under the old one. */
   async reconfigure(settings: HttpSettings): Promise<void> {
-    const before = this.settings.config.http.listen;
+    // Tokens and limits at once: a token revoked in the new file is refused from now on.
     this.settings = settings;
+    const before = this.listening;
     const after = settings.config.http.listen;
     if (before.host === after.host && before.port === after.port) return;
+    let next: HttpListener;
+    try {
+      next = await open(this.fetch, after, this.o.log);
+    } catch {
+      // The same port on another host address: free it first, and take it back if the new one fails.
+      await this.listener.close();
+      try {
+        next = await open(this.fetch, after, this.o.log);
+      } catch (err) {
+        this.listener = await open(this.fetch, before, this.o.log);
+        throw err;
+      }
+    }
     await this.listener.close();
-    this.listener = await open(this.fetch, after, this.o.log);
+    this.listener = next;
+    this.listening = after;
     await this.publishAddress();
   }
 

@@ -59,7 +59,8 @@ export class DirectRouteAdvisor {
   async learn(domain: string, reply: string, verdict: ReplyVerdict): Promise<void> {
     const mx = await this.o.resolver.resolveMx(domain);
     const hosts = mx.kind === "mx" ? mx.hosts.map((h) => h.exchange) : [];
-    const oneLine = reply.replace(/\s*\n\s*/g, " ");
+    // One line, and no control characters: a hostile MX's bytes end up on an administrator's terminal.
+    const oneLine = reply.replace(/[\x00-\x1f\x7f]+/g, " ").replace(/ {2,}/g, " ");
     await this.o.learned.learn(domain, hosts, oneLine, `${verdict.class}: ${verdict.reason}`, this.now(), this.o.expirySeconds);
     const days = Math.round(this.o.expirySeconds / 86400);
     this.o.log.info(`learned: ${domain}${hosts.length ? ` (MX ${hosts.join(", ")})` : ""} refuses mail from this address (${verdict.reason}); it goes by the fallback route for ${days} day${days === 1 ? "" : "s"}`);

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { open, readFile, rename, unlink } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 
 /** What was learned about one domain or provider. */
 export interface LearnedRoute {
@@ -83,18 +83,22 @@ export class LearnedRoutes {
     return [...this.entries.values()].filter((e) => e.expires > now).sort((a, b) => b.learned - a.learned);
   }
 
-  /** Re-read the file (another process changed it: `routes forget` while the agent is stopped). */
-  async reload(): Promise<void> {
-    this.entries = await readTable(this.file);
-  }
-
   private live(id: string, now: number): LearnedRoute | null {
     const entry = this.entries.get(id);
     return entry && entry.expires > now ? entry : null;
   }
 
-  /** Replace the file atomically (write, fsync, rename), without the expired entries. */
-  private async save(now: number): Promise<void> {
+  /** Saves one after another, so that an older snapshot never lands after a newer one. */
+  private saving: Promise<void> = Promise.resolve();
+
+  /** Replace the file atomically (write, fsync, rename, fsync the directory), without the expired entries. */
+  private save(now: number): Promise<void> {
+    const next = this.saving.catch(() => {}).then(() => this.write(now));
+    this.saving = next;
+    return next;
+  }
+
+  private async write(now: number): Promise<void> {
     for (const [id, e] of this.entries) if (e.expires <= now) this.entries.delete(id);
     const temporary = `${this.file}.${randomBytes(4).toString("hex")}`;
     const out = await open(temporary, "wx", 0o600);
@@ -108,6 +112,12 @@ export class LearnedRoutes {
     }
     await out.close();
     await rename(temporary, this.file);
+    const dir = await open(dirname(this.file), "r");
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
   }
 }
 

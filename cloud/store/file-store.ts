@@ -2,7 +2,7 @@
  * file-store — the embedded store of `cloud serve`: state in memory, each change appended to a
  * JSON-lines journal before it counts, replayed and compacted at start. Appends are plain writes,
  * one per turn of the event loop (they survive the process being killed), made durable by an
- * fsync within SYNC_INTERVAL_MS: an fsync per request would make every submission wait for the
+ * fsync about SYNC_INTERVAL_MS later: an fsync per request would make every submission wait for the
  * disk (see CloudStore for what that costs at worst). One process owns the directory: conditional
  * writes are decided in its memory.
  */
@@ -143,8 +143,9 @@ export class FileStore implements CloudStore {
   /**
    * Append one entry to the journal; resolves once it is written. The entries of one turn of the
    * event loop share one write(2) (a syscall costs some 15 µs on a VM, more than the rest of the
-   * append), and an fsync follows within SYNC_INTERVAL_MS. When the write fails, the promise
-   * rejects, `undo` takes the caller's change back out of memory, and the journal is as it was.
+   * append), and an fsync follows about SYNC_INTERVAL_MS later. When the write fails, the promise
+   * rejects, the journal is as it was, and `undo`, when given, takes the caller's change back out
+   * of memory (claims are undone; a final answer or a forgotten key stays in memory only).
    */
   private append(entry: JournalEntry, undo?: () => void): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -176,11 +177,13 @@ export class FileStore implements CloudStore {
         this.appended += batch.length;
       }
     } catch (err) {
-      // A torn tail would make every later line unreadable at the next start: cut it off.
+      // A torn tail would make every later line unreadable at the next start: cut it off, or,
+      // when even that fails, write nothing more (the next start skips a torn last line).
       try {
         if (this.fd !== null) ftruncateSync(this.fd, this.size);
       } catch {
-        // The next start skips a torn last line.
+        if (this.fd !== null) closeSync(this.fd);
+        this.fd = null;
       }
       return fail(err as Error);
     }
@@ -235,19 +238,30 @@ export class FileStore implements CloudStore {
     } finally {
       closeSync(out);
     }
-    renameSync(next, this.file);
-    const dir = openSync(this.dir, "r");
+    // Opened before the rename, so that no failure can leave appends going to the replaced file.
+    const fresh = openSync(next, "a", 0o600);
     try {
-      fsyncSync(dir);
-    } finally {
-      closeSync(dir);
+      renameSync(next, this.file);
+    } catch (err) {
+      closeSync(fresh);
+      throw err;
     }
     // The old journal is replaced; a background fsync may still hold its descriptor.
     const old = this.fd;
     if (old !== null) void (this.syncing ?? Promise.resolve()).then(() => closeSync(old)).catch(() => {});
-    this.fd = openSync(this.file, "a", 0o600);
+    this.fd = fresh;
     this.appended = 0;
     this.size = text.length;
     this.liveAtCompaction = live.length;
+    try {
+      const dir = openSync(this.dir, "r");
+      try {
+        fsyncSync(dir);
+      } finally {
+        closeSync(dir);
+      }
+    } catch {
+      // The new journal is in place and complete; only its name may not survive a power loss yet.
+    }
   }
 }

@@ -14,9 +14,8 @@ export const REPOSITORY_ROOT = resolve(import.meta.dirname, "../..");
 /** The Lambda entry module. */
 export const LAMBDA_ENTRY = join(REPOSITORY_ROOT, "cloud/lambda.ts");
 
-/** The file NodejsFunction writes for an ES module bundle, and the handler's name in it. */
+/** The file NodejsFunction writes for an ES module bundle. */
 export const BUNDLE_FILE = "index.mjs";
-export const HANDLER = "index.handler";
 
 /** The runtime's own AWS SDK v3 (nodejs22.x ships it): never bundled. */
 const EXTERNAL = ["@aws-sdk/*"];

@@ -129,12 +129,15 @@ describe("signing by the agent", () => {
       keys: [{ id: "home-1", publicKey, senders: ["*@home.example.net"] }],
       onward: { transport: "smtp", host: mx1.address, port: world.port, tls: "none" },
     });
+    const agentDir = await mkdtemp(join(tmpdir(), "hr-dkim-agent-"));
     agent = await startAgent(
       worldConfig(world, {
         dkim: { domains: { "home.example.net": { selector: "home", keyFile: homeKey.keyFile }, "example.com": { selector: "s2025", keyFile: orgKey.keyFile } } },
         cloud: { url: cloud.url, keyId: "home-1", keyFile: join(keyDir, "home-1.key"), timeout: 10 },
         routes: [{ match: "via-cloud.example", route: "cloud" }],
+        aliases: join(agentDir, "aliases"),
       }),
+      { dir: agentDir, files: { aliases: "fwd: bob@example.org\n" } },
     );
   });
   after(async () => {
@@ -199,6 +202,17 @@ describe("signing by the agent", () => {
     const direct = await deliver("bob@example.org", message(`<${SENDER}>`, "bob@example.org", "Signed direct again"));
     assert.equal((await verify(direct.raw))[0]!.status.result, "pass");
     assert.equal((await verify(asSesRewritesIt(direct.raw)))[0]!.status.result, "fail");
+  });
+
+  test("a forward is not signed, even when its From: claims our own domain (a spoof would pass DMARC)", async () => {
+    world.setZone({ "example.org": mx(["mx1.example.org", 10]) });
+    const mark = agent.log().length;
+    const id = queueIdOf(await sendMail(agent.ports[0]!, ["fwd@home.example.net"], message("<ceo@home.example.net>", "fwd@home.example.net", "Spoofed and forwarded")));
+    await waitForDelivery(agent, id, "fwd@home.example.net", "sent", mark);
+    const forward = await agent.waitForLog(/(\w+): not DKIM-signed: a forwarded message is not ours to sign/, 10_000, mark);
+    await waitForDelivery(agent, forward[1]!, "bob@example.org", "sent", mark);
+    const [received] = mx1.messagesFor("bob@example.org");
+    assert.doesNotMatch(received!.raw.toString("latin1"), /^DKIM-Signature:/im);
   });
 
   test("local delivery is not signed", async () => {
