@@ -47,6 +47,9 @@ export async function addressWatchSettings(config: AgentConfig, log: MailLog, us
 }
 
 /** The watch; idle until configured. Listen with `on("address", (change) => …)`. */
+/** How often the DNS checks of an unchanged address run again (blocklist listings come and go). */
+const RECHECK_MS = 3_600_000;
+
 export class AddressWatch extends EventEmitter<{ address: [AddressChange] }> {
   /** The public address last seen, or null. */
   current: string | null = null;
@@ -55,6 +58,8 @@ export class AddressWatch extends EventEmitter<{ address: [AddressChange] }> {
   private running: Promise<void> | null = null;
   /** The last failure logged, so that a cloud that stays away is logged once. */
   private lastFailure: string | null = null;
+  /** When the DNS checks of the current address last ran, ms since the epoch. */
+  private checkedAt = 0;
 
   constructor(private readonly log: MailLog) {
     super();
@@ -111,8 +116,10 @@ export class AddressWatch extends EventEmitter<{ address: [AddressChange] }> {
     }
     // The DynDNS name first: the checks of the HELO name and the SPF a: term look it up.
     await settings.dyndns?.follow(address);
-    if (address === previous) return;
+    // An unchanged address is checked again now and then: it may be listed, or delisted, meanwhile.
+    if (address === previous && Date.now() - this.checkedAt < RECHECK_MS) return;
     const { address: ofAddress, domains } = await dnsChecks(settings.context, address);
+    this.checkedAt = Date.now();
     const checks = [...ofAddress, ...domains];
     for (const c of checks.filter((c) => c.status === "fail")) this.log.warn(`check ${c.name} of ${address}: ${c.detail}; fix: ${c.fix}`);
     const failed = checks.filter((c) => c.status === "fail").length;
