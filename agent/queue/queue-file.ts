@@ -110,6 +110,11 @@ export class IncomingQueueFile {
     return { record: this.record, state: "active", size, contentOffset };
   }
 
+  /** The file is in active/ (a failure after that point, syncing the directory, leaves it there). */
+  get isCommitted(): boolean {
+    return this.committed;
+  }
+
   /** Remove the partial file: the message was refused or the client went away. */
   async abort(): Promise<void> {
     if (this.committed) return;
