@@ -57,7 +57,10 @@ export class MtaStsPolicies {
     // No live record (none, or DNS failing): an unexpired cached policy still applies.
     if (id === null || id === current?.id) return current;
     const key = `${domain} ${id}`;
-    if ((this.failed.get(key) ?? 0) > this.now()) return current;
+    const until = this.failed.get(key);
+    if (until !== undefined && until > this.now()) return current;
+    // Spent entries go, so that the map holds only the failures of the last few minutes.
+    if (until !== undefined) this.failed.delete(key);
     let pending = this.fetching.get(key);
     if (!pending) {
       pending = this.refresh(domain, id, current).finally(() => this.fetching.delete(key));
