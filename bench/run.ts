@@ -21,6 +21,8 @@ import { benchCloud } from "./cloud-bench.js";
 import { startSink } from "./smtp-sink.js";
 
 const ROOT = resolve(import.meta.dirname, "..");
+/** Node options the agent runs with as shipped (npm start, the systemd unit): a 4 MB young generation. */
+const AGENT_NODE_OPTIONS = ["--max-semi-space-size=4"];
 const { values: args } = parseArgs({
   options: {
     repeats: { type: "string", default: "3" },
@@ -134,7 +136,7 @@ async function main(): Promise<void> {
       routes: [{ match: "*", route: "smarthost:sink" }],
     };
     await writeFile(join(work, "agent.yaml"), stringify(config));
-    const agent = await spawnServer("agent", ["dist/agent/cli.js", "agent", "--config", join(work, "agent.yaml")], /listening on 127\.0\.0\.1:(\d+)/, join(work, "agent.log"));
+    const agent = await spawnServer("agent", [...AGENT_NODE_OPTIONS, "dist/agent/cli.js", "agent", "--config", join(work, "agent.yaml")], /listening on 127\.0\.0\.1:(\d+)/, join(work, "agent.log"));
     const reference = await spawnServer("reference", ["--import", "tsx", "bench/reference-smtp-server.ts", join(work, "ref")], /listening (\d+)/);
 
     const table: string[][] = [];
@@ -173,7 +175,7 @@ async function main(): Promise<void> {
 
     // One 25 MB message into a fresh agent (the one above carries its peak from the load runs).
     await agent.stop();
-    const fresh = await spawnServer("agent-25mb", ["dist/agent/cli.js", "agent", "--config", join(work, "agent.yaml")], /listening on 127\.0\.0\.1:(\d+)/);
+    const fresh = await spawnServer("agent-25mb", [...AGENT_NODE_OPTIONS, "dist/agent/cli.js", "agent", "--config", join(work, "agent.yaml")], /listening on 127\.0\.0\.1:(\d+)/);
     const before = sink.count();
     const big = await peakRss(fresh.child.pid!, async () => {
       const r = await load(fresh.port, 1, 1, 25 * 1024 * 1024, false);

@@ -95,7 +95,7 @@ describe("systemd units", () => {
     assert.equal(service(agent, "Restart"), "on-failure");
     assert.equal(service(agent, "RestartPreventExitStatus"), "78");
     assert.equal(service(agent, "ExecReload"), "/bin/kill -HUP $MAINPID");
-    assert.match(service(agent, "ExecStart")!, new RegExp(`^${NODE} ${INSTALLED}/dist/agent/cli\\.js agent --config /etc/homerelay/homerelay\\.yaml$`));
+    assert.match(service(agent, "ExecStart")!, new RegExp(`^${NODE} --max-semi-space-size=4 ${INSTALLED}/dist/agent/cli\\.js agent --config /etc/homerelay/homerelay\\.yaml$`));
     assert.equal(agent.get("Install")?.get("WantedBy")?.[0], "multi-user.target");
   });
 
