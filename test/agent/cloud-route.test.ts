@@ -19,7 +19,7 @@ import { parseEnvelopeTo } from "../../shared/protocol/envelope-fields.js";
 import { parseSignatures } from "../../shared/protocol/message-signature.js";
 import { MESSAGE_COMPONENTS, verifyRequest } from "../../shared/protocol/signed-request.js";
 import { CLI, startAgent, type AgentProcess } from "../support/agent-process.js";
-import { deliveryLines, deliveryStatus, startMxWorld, submit, waitForBounceNotice, waitForDelivery, waitForQueueFile, worldConfig, type MxHost, type MxWorld } from "../support/mx-world.js";
+import { deliveryLines, deliveryStatus, startMxWorld, submit, submitText, waitForBounceNotice, waitForDelivery, waitForQueueFile, worldConfig, type MxHost, type MxWorld } from "../support/mx-world.js";
 import { queueIdOf } from "../support/queue-durability.js";
 import { SmtpDialog } from "../support/smtp-dialog.js";
 
@@ -131,19 +131,6 @@ class LoopbackCloud {
     const script = this.scripts.get(domain) ?? [];
     const answer = script[this.requestsFor(domain).length - 1] ?? results();
     return answer(request, n);
-  }
-}
-
-/** Submit `text` as the message (a CRLF message), from alice to `to`; returns the queue ID. */
-async function submitMessage(agent: AgentProcess, to: string[], text: string): Promise<string> {
-  const { dialog } = await SmtpDialog.open(agent.ports[0]!);
-  try {
-    assert.equal((await dialog.command("EHLO laptop.home.example.net")).code, 250);
-    assert.equal((await dialog.command(`MAIL FROM:<${ALICE}>`)).code, 250);
-    for (const r of to) assert.equal((await dialog.command(`RCPT TO:<${r}>`)).code, 250);
-    return queueIdOf(await dialog.data(text));
-  } finally {
-    await dialog.quit();
   }
 }
 
@@ -349,7 +336,7 @@ describe("the cloud route", () => {
 
   test("larger than the cloud's advertised maximum and no fallback: bounced with 5.3.4 and the reason, nothing posted", async () => {
     const mark = agent.log().length;
-    const id = await submitMessage(agent, ["hank@big.example"], largeMessage("hank@big.example"));
+    const id = await submitText(agent, ALICE, ["hank@big.example"], largeMessage("hank@big.example"));
     const bounced = await waitForDelivery(agent, id, "hank@big.example", "bounced", mark);
     assert.equal(bounced.dsn, "5.3.4");
     assert.equal(bounced.relay, relay);
@@ -378,7 +365,7 @@ describe("the cloud route", () => {
   test("too large for the cloud with a smarthost fallback: delivered through the smarthost", async () => {
     const mark = agent.log().length;
     const text = largeMessage("judy@fallback.example");
-    const id = await submitMessage(agent, ["judy@fallback.example"], text);
+    const id = await submitText(agent, ALICE, ["judy@fallback.example"], text);
     const sent = await waitForDelivery(agent, id, "judy@fallback.example", "sent", mark);
     assert.equal(sent.relay, `smtp.isp.example[${isp.address}]:${world.port}`);
     assert.equal(deliveryLines(agent, id, "judy@fallback.example").length, 1, "delivered in the first attempt");
@@ -532,7 +519,7 @@ describe("end to end: agent → cloud app (Node entry) → SMTP upstream", () =>
     const mark = agent.log().length;
     const to = ["liam@example.org", "mia@example.org"];
     const text = message(to, "through the cloud", "through the cloud: body\r\n");
-    const id = await submitMessage(agent, to, text);
+    const id = await submitText(agent, ALICE, to, text);
     for (const rcpt of to) {
       const sent = await waitForDelivery(agent, id, rcpt, "sent", mark);
       assert.equal(sent.relay, `cloud[http://127.0.0.1:${server.port}]`);

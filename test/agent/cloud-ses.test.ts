@@ -16,9 +16,7 @@ import type { CloudServer } from "../../cloud/serve.js";
 import { serveCloudOnNamedPort } from "../support/cloud-client.js";
 import { createMailLog } from "../../shared/log.js";
 import { CLI, startAgent, type AgentProcess } from "../support/agent-process.js";
-import { deliveryLines, escapeRegExp, startMxWorld, waitForDelivery, waitForQueueFile, worldConfig, type MxHost, type MxWorld } from "../support/mx-world.js";
-import { queueIdOf } from "../support/queue-durability.js";
-import { SmtpDialog } from "../support/smtp-dialog.js";
+import { deliveryLines, escapeRegExp, startMxWorld, submitText, waitForDelivery, waitForQueueFile, worldConfig, type MxHost, type MxWorld } from "../support/mx-world.js";
 
 // The SDK's default credential chain reads these first; the cloud runs in this process and nothing here reaches AWS.
 process.env.AWS_ACCESS_KEY_ID = "AKIDHOMERELAYTEST";
@@ -42,21 +40,6 @@ interface StoredEmail {
 function message(from: string, to: string, subject: string, body: string): string {
   return `From: ${from}\r\nTo: ${to}\r\nSubject: ${subject}\r\nDate: Mon, 06 Jan 2025 09:00:00 +0000\r\nMessage-ID: <${subject.replace(/\W/g, "")}@home.example.net>\r\n\r\n${body}`;
 }
-
-/** Submit `text` over SMTP from alice's envelope address to `to`; returns the queue ID. */
-async function submitMessage(agent: AgentProcess, to: string[], text: string): Promise<string> {
-  const { dialog, greeting } = await SmtpDialog.open(agent.ports[0]!);
-  try {
-    assert.equal(greeting.code, 220);
-    assert.equal((await dialog.command("EHLO laptop.home.example.net")).code, 250);
-    assert.equal((await dialog.command(`MAIL FROM:<${ALICE}>`)).code, 250);
-    for (const r of to) assert.equal((await dialog.command(`RCPT TO:<${r}>`)).code, 250);
-    return queueIdOf(await dialog.data(text));
-  } finally {
-    await dialog.quit();
-  }
-}
-
 
 describe("end to end: agent → cloud app (Node entry) → Amazon SES (aws-ses-v2-local)", () => {
   let world: MxWorld;
@@ -156,7 +139,7 @@ describe("end to end: agent → cloud app (Node entry) → Amazon SES (aws-ses-v
     const to = ["bob@example.org", "carol@example.org"];
     const subject = "Minutes of the garden committee";
     const text = message(`Alice Liddell <${ALICE}>`, "Bob <bob@example.org>, carol@example.org", subject, "Hello Bob and Carol,\r\nthe minutes are attached.\r\n\r\nAlice\r\n");
-    const id = await submitMessage(agent, to, text);
+    const id = await submitText(agent, ALICE, to, text);
 
     const sent = await Promise.all(to.map((rcpt) => waitForDelivery(agent, id, rcpt, "sent", mark)));
     for (const line of sent) {
@@ -187,7 +170,7 @@ describe("end to end: agent → cloud app (Node entry) → Amazon SES (aws-ses-v
     const before = (await storedEmails()).length;
     const subject = "Family reunion";
     const text = message(`Alice Liddell <${ALICE_FAMILY}>`, "<dave@forward.example>", subject, "Dave,\r\nsee you in June.\r\n");
-    const id = await submitMessage(agent, ["dave@forward.example"], text);
+    const id = await submitText(agent, ALICE, ["dave@forward.example"], text);
 
     const sent = await waitForDelivery(agent, id, "dave@forward.example", "sent", mark);
     assert.equal(sent.relay, `smtp.isp.example[${isp.address}]:${world.port}`);
@@ -210,7 +193,7 @@ describe("end to end: agent → cloud app (Node entry) → Amazon SES (aws-ses-v
     const cloudMark = cloudLog.length;
     const before = (await storedEmails()).length;
     const text = message(`Alice Liddell <${ALICE_FAMILY}>`, "<erin@example.org>", "Family recipes", "Erin,\r\nthe recipes, as promised.\r\n");
-    const id = await submitMessage(agent, ["erin@example.org"], text);
+    const id = await submitText(agent, ALICE, ["erin@example.org"], text);
 
     const deferred = await waitForDelivery(agent, id, "erin@example.org", "deferred", mark);
     assert.equal(deferred.relay, relay);

@@ -338,6 +338,12 @@ export type Recipient = string | { address: string; notify: string };
 
 /** Submit a message from `from` to `to` on the agent's first listener (trusted, no AUTH); returns its queue ID. */
 export async function submit(agent: AgentProcess, from: string, to: Recipient[], subject: string): Promise<string> {
+  const addresses = to.map((r) => (typeof r === "string" ? r : r.address));
+  return submitText(agent, from, to, `From: <${from}>\r\nTo: ${addresses.map((a) => `<${a}>`).join(", ")}\r\nSubject: ${subject}\r\n\r\n${subject}: body\r\n`);
+}
+
+/** Submit `text` (a CRLF message) from `from` to `to` on the agent's first listener; returns its queue ID. */
+export async function submitText(agent: AgentProcess, from: string, to: Recipient[], text: string): Promise<string> {
   const { dialog, greeting } = await SmtpDialog.open(agent.ports[0]!);
   try {
     assert.equal(greeting.code, 220, greeting.text);
@@ -348,8 +354,7 @@ export async function submit(agent: AgentProcess, from: string, to: Recipient[],
       const rcpt = await dialog.command(typeof r === "string" ? `RCPT TO:<${r}>` : `RCPT TO:<${r.address}> NOTIFY=${r.notify}`);
       assert.equal(rcpt.code, 250, rcpt.text);
     }
-    const addresses = to.map((r) => (typeof r === "string" ? r : r.address));
-    return queueIdOf(await dialog.data(`From: <${from}>\r\nTo: ${addresses.map((a) => `<${a}>`).join(", ")}\r\nSubject: ${subject}\r\n\r\n${subject}: body\r\n`));
+    return queueIdOf(await dialog.data(text));
   } finally {
     await dialog.quit();
   }
