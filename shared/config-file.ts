@@ -71,16 +71,22 @@ export function parseConfigText<S extends z.ZodType>(text: string, file: string,
     if (issue.code === "unrecognized_keys") {
       for (const key of issue.keys) {
         const node = keyNode(doc, [...path], key);
-        // A key is the file's text: one with control characters or dots is quoted, so that the problem stays on one line and reads unambiguously.
-        const shown = /^[\x21-\x7e]+$/.test(key) && !key.includes(".") ? key : JSON.stringify(key);
-        problems.push({ file, ...at(node?.range?.[0] ?? 0), path: [...path, shown].join("."), message: "unknown key" });
+        problems.push({ file, ...at(node?.range?.[0] ?? 0), path: shownPath([...path, key]), message: "unknown key" });
       }
       continue;
     }
     const node = valueNode(doc, path);
-    problems.push({ file, ...at(node?.range?.[0] ?? 0), path: path.join("."), message: issue.message });
+    problems.push({ file, ...at(node?.range?.[0] ?? 0), path: shownPath(path), message: issue.message });
   }
   throw new ConfigError(problems);
+}
+
+/**
+ * A key path as a problem shows it: keys are the file's text, so one with control characters,
+ * spaces or dots is quoted, and the problem stays on one line and reads unambiguously.
+ */
+function shownPath(keys: string[]): string {
+  return keys.map((key) => (/^[\x21-\x7e]+$/.test(key) && !key.includes(".") ? key : JSON.stringify(key))).join(".");
 }
 
 /** Read and validate a configuration file; unreadable files are a ConfigError too. */

@@ -85,6 +85,11 @@ describe("agent --check-config", () => {
     assert.deepEqual(errorLines(await check(path)), [`${path}:2:1: mynetworks: unknown key`]);
   });
 
+  test("a key with line breaks or spaces (a YAML mapping used as a key) is quoted in the path: one problem, one line", async () => {
+    const path = await file(["smarthosts:", " ?  isp:", "    host: x", ""].join("\n"));
+    assert.deepEqual(errorLines(await check(path)), [`${path}:2:2: smarthosts."{ isp:, host: x }": Invalid key in record`]);
+  });
+
   test("an unknown key inside listeners[1] is an error with the index in its path", async () => {
     const path = await file(
       ["hostname: home.example.net", "listeners:", "  - role: submission", "    listen: 127.0.0.1:2525", "  - role: mx", "    listen: 127.0.0.1:25", "    greting: 100", ""].join("\n"),
