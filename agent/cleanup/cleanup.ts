@@ -2,10 +2,12 @@
  * cleanup — what happens to a message's content on its way into the queue (Postfix cleanup(8)):
  * count Received: headers against the hop limit, prepend our own Received:, add Message-ID: and
  * Date: for submission clients, and check line and header sizes. The body streams through
- * untouched; only the top-level header block is held, up to its size limit.
+ * untouched; only the top-level header block is held, up to its size limit, and the memory of a
+ * large message is released as it passes.
  */
 import { Transform, type TransformCallback } from "node:stream";
 import { Headers } from "mailsplit";
+import { BufferRelease } from "../queue/buffer-release.js";
 
 /** What cleanup is told about the message it processes. */
 export interface CleanupOptions {
@@ -36,12 +38,14 @@ export class Cleanup extends Transform {
   private headLength = 0;
   private lineRun = 0;
   private lastWasCr = false;
+  private readonly release = new BufferRelease();
 
   constructor(private readonly options: CleanupOptions) {
     super();
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.release.add(chunk.length);
     this.checkLines(chunk);
     if (this.head === null) return this.forward(chunk, done);
     this.head.push(chunk);

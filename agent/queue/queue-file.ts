@@ -5,9 +5,10 @@
  */
 import { close, createReadStream, fsync, open as openFd, write, writev } from "node:fs";
 import { open, rename, unlink } from "node:fs/promises";
-import { Writable } from "node:stream";
+import { pipeline, Writable } from "node:stream";
 import { promisify } from "node:util";
 import type { Envelope } from "../../shared/envelope.js";
+import { FIRST_RELEASE, ReleasingStream } from "./buffer-release.js";
 import { newQueueId } from "./queue-id.js";
 import type { QueueState, Spool } from "./spool.js";
 
@@ -178,9 +179,14 @@ export async function readQueueFile(spool: Spool, state: QueueState, id: string)
   }
 }
 
-/** Stream the message content of a queued message. */
+/** Stream the message content of a queued message (a large one with its memory released as it goes). */
 export function openContent(spool: Spool, message: QueuedMessage): NodeJS.ReadableStream {
-  return createReadStream(spool.file(message.state, message.record.id), { start: message.contentOffset, highWaterMark: 256 * 1024 });
+  const file = createReadStream(spool.file(message.state, message.record.id), { start: message.contentOffset, highWaterMark: 256 * 1024 });
+  if (message.size <= FIRST_RELEASE) return file;
+  const released = new ReleasingStream();
+  // pipeline: an error of the file reaches the reader, and a reader that stops closes the file.
+  pipeline(file, released, () => {});
+  return released;
 }
 
 /** Move a queue file to another state; durable when this resolves. */
