@@ -31,7 +31,7 @@ export class SessionCache implements SessionSource {
       client.close();
       return;
     }
-    client.reset().then(
+    client.readyForNext().then(
       () => {
         const key = keyOf(client.target);
         const list = this.idle.get(key) ?? [];

@@ -300,6 +300,19 @@ describe("partial delivery, DSN parameters and session reuse", () => {
     assert.equal(mx1.messages.length, count);
     assert.ok(mx1.connections < count, `${mx1.connections} connections for ${count} messages`);
   });
+
+  test("a session whose transaction ended at RCPT is reset before it carries the next message", async () => {
+    world.setZone({ "example.org": mx(["mx1.example.org", 10]) });
+    mx1.behave({ rcpt: { "dave@example.org": { code: 550, text: "5.1.1 <dave@example.org>: Recipient address rejected: User unknown" } } });
+    const mark = agent.log().length;
+    const refused = await submit(agent, ALICE, ["dave@example.org"], "refused at RCPT");
+    await waitForDelivery(agent, refused, "dave@example.org", "bounced", mark);
+    // Without RSET the server would still be inside the first transaction and refuse this MAIL (503).
+    const id = await submit(agent, ALICE, ["bob@example.org"], "after the refusal");
+    await waitForDelivery(agent, id, "bob@example.org", "sent", mark);
+    assert.equal(deliveryLines(agent, id, "bob@example.org").length, 1, "delivered at the first attempt");
+    assert.ok(mx1.connections <= 1, `${mx1.connections} connections: the session was not reused`);
+  });
 });
 
 describe("TLS policies", () => {
