@@ -111,7 +111,7 @@ export class Notifier {
     let queued: QueuedMessage;
     try {
       await pipeline(Readable.from([dsn]), file.content());
-      queued = await file.commit(dsn.length);
+      queued = await file.commit();
     } catch (err) {
       await file.abort();
       throw err;

@@ -93,7 +93,7 @@ export class HttpIntake {
       throw this.storageFailure(err as NodeJS.ErrnoException, name, id);
     }
     try {
-      return await file.commit(cleanup.size);
+      return await file.commit();
     } catch (err) {
       // In active/ already (only the directory sync failed): it will be delivered, so its status record stays.
       if (!file.isCommitted) {

@@ -103,7 +103,7 @@ export class LocalDelivery implements Transport {
       const prepend = `Delivered-To: ${via}\r\n`;
       out.write(prepend);
       await pipeline(request.content(), out);
-      queued = await file.commit(Buffer.byteLength(prepend) + request.message.size);
+      queued = await file.commit();
     } catch (err) {
       await file.abort();
       throw err;

@@ -255,7 +255,7 @@ export class Pickup {
         await file.abort();
         return `${id}: ${refused(FAULTS[cleanup.fault](this.o))}`;
       }
-      queued = await file.commit(cleanup.size);
+      queued = await file.commit();
     } catch (err) {
       await file.abort();
       throw err;

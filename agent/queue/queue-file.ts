@@ -40,6 +40,8 @@ const closeAsync = promisify(close);
 export class IncomingQueueFile {
   private committed = false;
   private closed = false;
+  /** Octets in the file so far, the envelope record line included. */
+  private written = 0;
   private constructor(
     private readonly spool: Spool,
     readonly record: QueueRecord,
@@ -69,21 +71,20 @@ export class IncomingQueueFile {
 
   /** A writable for the message content; each write lands in the file before the next is taken. */
   content(): Writable {
-    let position = 0;
     const writeAll = (buffers: Buffer[], done: (err?: Error | null) => void) => {
       if (this.pending) {
         buffers.unshift(this.pending);
         this.pending = null;
       }
       const expected = buffers.reduce((n, b) => n + b.length, 0);
-      writev(this.fd, buffers, position, (err, written) => {
+      writev(this.fd, buffers, this.written, (err, written) => {
         if (err) return done(err);
-        position += written;
+        this.written += written;
         // A short write (rare: signals, quotas) is finished with plain writes of the rest.
         if (written === expected) return done();
         const rest = Buffer.concat(buffers).subarray(written);
-        writeAsync(this.fd, rest, 0, rest.length, position).then(({ bytesWritten }) => {
-          position += bytesWritten;
+        writeAsync(this.fd, rest, 0, rest.length, this.written).then(({ bytesWritten }) => {
+          this.written += bytesWritten;
           done(bytesWritten === rest.length ? null : Object.assign(new Error("short write to queue file"), { code: "EIO" }));
         }, done);
       });
@@ -98,10 +99,13 @@ export class IncomingQueueFile {
 
   /**
    * fsync the file, move it into active/ and fsync that directory. Only after this resolves may
-   * the client be told the message is queued. `size` is the content length written.
+   * the client be told the message is queued.
    */
-  async commit(size: number): Promise<QueuedMessage> {
+  async commit(): Promise<QueuedMessage> {
+    if (this.pending) throw new Error(`${this.id}: commit before the content was written`);
     const contentOffset = Buffer.byteLength(JSON.stringify(this.record)) + 1;
+    // Counted here, not told by the caller: readers stop at this size.
+    const size = this.written - contentOffset;
     await fsyncAsync(this.fd);
     await closeAsync(this.fd);
     this.closed = true;
@@ -181,7 +185,12 @@ export async function readQueueFile(spool: Spool, state: QueueState, id: string)
 
 /** Stream the message content of a queued message (a large one with its memory released as it goes). */
 export function openContent(spool: Spool, message: QueuedMessage): NodeJS.ReadableStream {
-  const file = createReadStream(spool.file(message.state, message.record.id), { start: message.contentOffset, highWaterMark: 256 * 1024 });
+  // With its end given, the stream reads no more than the message (one read for most) and needs no read to find EOF.
+  const file = createReadStream(spool.file(message.state, message.record.id), {
+    start: message.contentOffset,
+    end: message.contentOffset + Math.max(message.size, 1) - 1,
+    highWaterMark: 256 * 1024,
+  });
   if (message.size <= FIRST_RELEASE) return file;
   const released = new ReleasingStream();
   // pipeline: an error of the file reaches the reader, and a reader that stops closes the file.

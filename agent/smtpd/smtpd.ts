@@ -334,7 +334,7 @@ export class Smtpd {
     }
     let queued: QueuedMessage;
     try {
-      queued = await file.commit(cleanup.size);
+      queued = await file.commit();
     } catch (err) {
       await file.abort();
       throw this.storageFailure(err as NodeJS.ErrnoException, state, id);

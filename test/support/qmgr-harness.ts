@@ -214,7 +214,7 @@ export class QmgrHarness {
   async submit(envelope: Envelope, content = messageText("<first@home.example.net>"), origin: QueueRecord["origin"] = "smtp"): Promise<string> {
     const file = await IncomingQueueFile.create(this.spool, { envelope, origin }, this.now);
     await pipeline(Readable.from([Buffer.from(content)]), file.content());
-    const queued = await file.commit(Buffer.byteLength(content));
+    const queued = await file.commit();
     this.qmgr.enqueue(queued.record.id, queued);
     await this.qmgr.idle();
     return queued.record.id;
