@@ -50,5 +50,7 @@ export class IntakeWorker {
 }
 
 function report(message: QueuedMessage): void {
-  process.send?.({ type: "queued", message } satisfies IntakeMessage);
+  // The content stays here: the queue manager reads it from the file rather than through the IPC pipe.
+  const { content: _content, ...onDisk } = message;
+  process.send?.({ type: "queued", message: onDisk } satisfies IntakeMessage);
 }

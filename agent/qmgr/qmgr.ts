@@ -17,6 +17,9 @@ import { routeName, type RouteChoice, type RouteStep } from "../router/router.js
 import type { DirectRouteAdvisor } from "../reroute/direct-route-advisor.js";
 import type { DeliveryResult, Transport } from "./transport.js";
 
+/** The most message content that messages waiting for their first attempt keep in memory, octets. */
+const FRESH_CONTENT_BUDGET = 8 * 1024 * 1024;
+
 /** Retry and notification timing, in seconds (Postfix names in brackets). */
 export interface QueueTiming {
   /** [minimal_backoff_time] */
@@ -59,6 +62,8 @@ export class QueueManager {
   private readonly running = new Map<string, Promise<void>>();
   /** Messages just committed by intake: their record is known and they have no status log yet. */
   private readonly fresh = new Map<string, QueuedMessage>();
+  /** Octets of content the fresh messages hold in memory, at most FRESH_CONTENT_BUDGET. */
+  private freshContent = 0;
   /**
    * Final outcomes of messages whose bookkeeping failed after delivery (a read-only or full spool):
    * remembered here so that the retry only finishes the bookkeeping and delivers nothing twice.
@@ -114,7 +119,13 @@ export class QueueManager {
   /** A message has arrived in active/; `fresh` is its record when intake just wrote it. */
   enqueue(id: string, fresh?: QueuedMessage): void {
     if (!isQueueId(id) || this.queued.has(id) || this.running.has(id)) return;
-    if (fresh) this.fresh.set(id, fresh);
+    if (fresh) {
+      // A backlog keeps its content on disk only: what waits in memory stays bounded.
+      const { content, ...rest } = fresh;
+      const keep = content !== undefined && this.freshContent + content.length <= FRESH_CONTENT_BUDGET;
+      if (keep) this.freshContent += content.length;
+      this.fresh.set(id, keep ? fresh : rest);
+    }
     this.queued.add(id);
     this.waiting.push(id);
     this.pump();
@@ -204,6 +215,7 @@ export class QueueManager {
     let message: QueuedMessage;
     const fresh = this.fresh.get(id);
     this.fresh.delete(id);
+    this.freshContent -= fresh?.content?.length ?? 0;
     try {
       message = fresh ?? (await readQueueFile(spool, "active", id));
     } catch (err) {

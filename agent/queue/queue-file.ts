@@ -3,9 +3,9 @@
  * the message came from, then the message exactly as queued (CRLF line ends). The file is
  * written in incoming/, fsynced, and only then renamed into active/: a 250 follows that rename.
  */
-import { close, createReadStream, fsync, open as openFd, write, writev } from "node:fs";
+import { close, closeSync, createReadStream, fsync, open as openFd, write, writev } from "node:fs";
 import { open, rename, unlink } from "node:fs/promises";
-import { pipeline, Writable } from "node:stream";
+import { pipeline, Readable, Writable } from "node:stream";
 import { promisify } from "node:util";
 import type { Envelope } from "../../shared/envelope.js";
 import { FIRST_RELEASE, ReleasingStream } from "./buffer-release.js";
@@ -30,6 +30,9 @@ export interface QueueRecord {
   origin: "smtp" | "pickup" | "http" | "bounce" | "local";
 }
 
+/** The largest content kept in memory from intake to the first delivery attempt. */
+export const KEPT_CONTENT = 64 * 1024;
+
 // Raw descriptors: this is the per-message hot path, and FileHandle objects cost more than the I/O.
 const openAsync = promisify(openFd);
 const writeAsync = promisify(write);
@@ -42,6 +45,9 @@ export class IncomingQueueFile {
   private closed = false;
   /** Octets in the file so far, the envelope record line included. */
   private written = 0;
+  /** What was written of a small message, for its first delivery; null once it outgrows KEPT_CONTENT. */
+  private kept: Buffer[] | null = [];
+  private keptLength = 0;
   private constructor(
     private readonly spool: Spool,
     readonly record: QueueRecord,
@@ -72,6 +78,7 @@ export class IncomingQueueFile {
   /** A writable for the message content; each write lands in the file before the next is taken. */
   content(): Writable {
     const writeAll = (buffers: Buffer[], done: (err?: Error | null) => void) => {
+      this.keep(buffers);
       if (this.pending) {
         buffers.unshift(this.pending);
         this.pending = null;
@@ -107,12 +114,21 @@ export class IncomingQueueFile {
     // Counted here, not told by the caller: readers stop at this size.
     const size = this.written - contentOffset;
     await fsyncAsync(this.fd);
-    await closeAsync(this.fd);
+    // Nothing is left to flush, so close(2) returns at once: not worth a trip through the thread pool.
+    closeSync(this.fd);
     this.closed = true;
     await rename(this.spool.file("incoming", this.id), this.spool.file("active", this.id));
     this.committed = true;
     await this.spool.syncDir(this.spool.dir("active"));
-    return { record: this.record, state: "active", size, contentOffset };
+    const content = this.kept && this.keptLength === size ? Buffer.concat(this.kept, size) : undefined;
+    return { record: this.record, state: "active", size, contentOffset, ...(content ? { content } : {}) };
+  }
+
+  private keep(buffers: Buffer[]): void {
+    if (this.kept === null) return;
+    for (const b of buffers) this.keptLength += b.length;
+    if (this.keptLength > KEPT_CONTENT) this.kept = null;
+    else this.kept.push(...buffers);
   }
 
   /** The file is in active/ (a failure after that point, syncing the directory, leaves it there). */
@@ -139,6 +155,11 @@ export interface QueuedMessage {
   size: number;
   /** Offset of the content in the queue file. */
   contentOffset: number;
+  /**
+   * The content of a small message just committed, as written to its file: its first delivery
+   * need not read the file back. Never set on messages read from the queue.
+   */
+  content?: Buffer;
 }
 
 /** Thrown for a queue file that cannot be read back; the queue manager moves it to corrupt/. */
@@ -185,6 +206,7 @@ export async function readQueueFile(spool: Spool, state: QueueState, id: string)
 
 /** Stream the message content of a queued message (a large one with its memory released as it goes). */
 export function openContent(spool: Spool, message: QueuedMessage): NodeJS.ReadableStream {
+  if (message.content) return Readable.from([message.content], { objectMode: false });
   // With its end given, the stream reads no more than the message (one read for most) and needs no read to find EOF.
   const file = createReadStream(spool.file(message.state, message.record.id), {
     start: message.contentOffset,

@@ -1,6 +1,7 @@
-// Large messages release their memory as they stream: the young-generation collection really
-// happens, and a queue file read through the releasing stream comes back byte for byte, fails when
-// the file is gone and closes the file when its reader stops early.
+// How a queued message's content is read back: a small message just committed from the copy intake
+// kept, anything else from its file; large messages release their memory as they stream (the
+// young-generation collection really happens), come back byte for byte, fail when the file is gone
+// and close the file when their reader stops early.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, readdir, rm, unlink } from "node:fs/promises";
@@ -10,7 +11,7 @@ import { PerformanceObserver, constants, type PerformanceEntry } from "node:perf
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { BufferRelease, FIRST_RELEASE } from "../../agent/queue/buffer-release.js";
-import { IncomingQueueFile, openContent, type QueuedMessage } from "../../agent/queue/queue-file.js";
+import { IncomingQueueFile, KEPT_CONTENT, openContent, readQueueFile, type QueuedMessage } from "../../agent/queue/queue-file.js";
 import { Spool } from "../../agent/queue/spool.js";
 
 /** Queue `content` in `spool` and return it as the queue manager would get it. */
@@ -82,4 +83,23 @@ test("queue files read back whole through the releasing stream, fail when gone a
 
   await unlink(spool.file("active", large.record.id));
   await assert.rejects(readAll(openContent(spool, large)), { code: "ENOENT" });
+});
+
+test("a small message just committed carries its content for the first delivery; a larger one and one read from the queue do not", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "hr-kept-"));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const spool = new Spool(dir);
+  await spool.create();
+  const text = Buffer.from(Array.from({ length: 150_000 }, (_, i) => 32 + ((i * 7) % 90)));
+
+  const small = await queued(spool, text.subarray(0, KEPT_CONTENT));
+  assert.ok(small.content?.equals(text.subarray(0, KEPT_CONTENT)), "the kept copy differs from what was written");
+  await unlink(spool.file("active", small.record.id));
+  assert.ok((await readAll(openContent(spool, small))).equals(text.subarray(0, KEPT_CONTENT)), "not read from the kept copy");
+
+  const larger = await queued(spool, text.subarray(0, KEPT_CONTENT + 1));
+  assert.equal(larger.content, undefined);
+  const reread = await readQueueFile(spool, "active", larger.record.id);
+  assert.equal(reread.content, undefined);
+  assert.ok((await readAll(openContent(spool, reread))).equals(text.subarray(0, KEPT_CONTENT + 1)));
 });
