@@ -85,9 +85,16 @@ describe("agent --check-config", () => {
     assert.deepEqual(errorLines(await check(path)), [`${path}:2:1: mynetworks: unknown key`]);
   });
 
-  test("a key with line breaks or spaces (a YAML mapping used as a key) is quoted in the path: one problem, one line", async () => {
+  test("a YAML mapping used as a key is refused at its place: one problem, one line, no warning from the parser", async () => {
     const path = await file(["smarthosts:", " ?  isp:", "    host: x", ""].join("\n"));
-    assert.deepEqual(errorLines(await check(path)), [`${path}:2:2: smarthosts."{ isp:, host: x }": Invalid key in record`]);
+    const r = await check(path);
+    assert.deepEqual(errorLines(r), [`${path}:2:8: a key must be a plain value, not a mapping or a list`]);
+    assert.doesNotMatch(r.stderr, /Warning/);
+  });
+
+  test("a key with spaces or dots is quoted in the path of its problem", async () => {
+    const path = await file(["smarthosts:", "  my isp.net: 3", ""].join("\n"));
+    assert.deepEqual(errorLines(await check(path)), [`${path}:2:15: smarthosts."my isp.net": Invalid key in record`]);
   });
 
   test("an unknown key inside listeners[1] is an error with the index in its path", async () => {

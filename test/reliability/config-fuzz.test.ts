@@ -53,8 +53,13 @@ function assertCheckConfigAnswer(r: { status: number; stdout: string; stderr: st
 }
 
 describe("random configuration files", () => {
-  test(`${RUNS} files loaded in process: a configuration or ConfigError lines with file:line:column, nothing else`, async () => {
+  test(`${RUNS} files loaded in process: a configuration or ConfigError lines with file:line:column, nothing else`, async (t) => {
     const file = join(dir, "random.yaml");
+    // A library's process warning would reach the administrator's terminal beside the problem lines.
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on("warning", onWarning);
+    t.after(() => process.off("warning", onWarning));
     await fc.assert(
       fc.asyncProperty(configText, async (text) => {
         await writeFile(file, text);
@@ -65,6 +70,9 @@ describe("random configuration files", () => {
           for (const line of err.message.split("\n")) assert.match(line, /^[^:]+:\d+:\d+: /, `not a file:line:column problem: ${line}`);
           assert.ok(err.message.split("\n").every((l) => l.startsWith(`${file}:`)));
         }
+        // Warnings are emitted on the next tick.
+        await new Promise((r) => setImmediate(r));
+        assert.deepEqual(warnings, [], "a process warning");
       }),
       { numRuns: RUNS, includeErrorInReport: true, ...(SEED !== undefined ? { seed: SEED } : {}) },
     );
