@@ -4,7 +4,7 @@
  * administrator can jump straight to the line; the caller refuses to start (EX_CONFIG).
  */
 import { readFileSync } from "node:fs";
-import { LineCounter, parseDocument, isCollection, isMap, isPair, isScalar, visit, type Document, type Node } from "yaml";
+import { LineCounter, parseDocument, isAlias, isMap, isPair, isScalar, visit, type Document, type Node } from "yaml";
 import type { z } from "zod";
 
 /** sysexits(3) EX_CONFIG: the exit status of a program that refuses a bad configuration. */
@@ -48,14 +48,17 @@ export function parseConfigText<S extends z.ZodType>(text: string, file: string,
   if (doc.errors.length > 0) {
     throw new ConfigError(doc.errors.map((e) => ({ file, ...at(e.pos[0]), path: "", message: e.message.split("\n")[0] ?? e.message })));
   }
-  // A mapping or list as a key: no configuration key is one (and yaml would print a warning of its own).
-  const collectionKeys: ConfigProblem[] = [];
+  // A mapping, list or binary data as a key: no configuration key is one (and yaml would print a warning of its own).
+  const objectKeys: ConfigProblem[] = [];
   visit(doc, {
     Pair(_, pair) {
-      if (isCollection(pair.key)) collectionKeys.push({ file, ...at(pair.key.range?.[0] ?? 0), path: "", message: "a key must be a plain value, not a mapping or a list" });
+      const key = isAlias(pair.key) ? pair.key.resolve(doc) : pair.key;
+      if (key === null || key === undefined || (isScalar(key) && (key.value === null || typeof key.value !== "object"))) return;
+      const range = (pair.key as Node).range;
+      objectKeys.push({ file, ...at(range?.[0] ?? 0), path: "", message: "a key must be plain text or a number, not a mapping, a list or binary data" });
     },
   });
-  if (collectionKeys.length > 0) throw new ConfigError(collectionKeys);
+  if (objectKeys.length > 0) throw new ConfigError(objectKeys);
   // An empty file means "all defaults", like an empty main.cf.
   let value: unknown;
   try {

@@ -88,7 +88,7 @@ describe("agent --check-config", () => {
   test("a YAML mapping used as a key is refused at its place: one problem, one line, no warning from the parser", async () => {
     const path = await file(["smarthosts:", " ?  isp:", "    host: x", ""].join("\n"));
     const r = await check(path);
-    assert.deepEqual(errorLines(r), [`${path}:2:8: a key must be a plain value, not a mapping or a list`]);
+    assert.deepEqual(errorLines(r), [`${path}:2:8: a key must be plain text or a number, not a mapping, a list or binary data`]);
     assert.doesNotMatch(r.stderr, /Warning/);
   });
 
