@@ -320,7 +320,8 @@ export function enhancedOf(response: string, fallback: string): string {
 
 /** Turn a nodemailer connect/TLS/AUTH error into a session error in Postfix's words (timeouts: see timedOut). */
 function sessionError(err: NodemailerError, where: string): SmtpSessionError {
-  if (err.response && err.responseCode) {
+  // nodemailer takes any leading digits for a reply code ("7Èv…" is 7): only 2xx-5xx is a reply.
+  if (err.response && err.responseCode && /^[2-5]\d\d(?:[ -]|$)/.test(err.response)) {
     const text = replyLine(err.response);
     const stage = err.command ? ` (in reply to ${err.command.split(" ")[0]} command)` : "";
     return new SmtpSessionError(`host ${where.replace(/:\d+$/, "")} said: ${text}${stage}`, err.responseCode, enhancedOf(err.response, err.responseCode >= 500 ? "5.0.0" : "4.0.0"), false, false, keptReply(err.response));

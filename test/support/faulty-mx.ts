@@ -75,7 +75,8 @@ export class FaultyMx {
         return trickle(220);
       case "garbage-greeting":
         // One 64 KiB line of noise: well under a client's response limit, far over any sane log line.
-        socket.write(Buffer.concat([randomBytes(64 * 1024).map((b) => (b === 10 || b === 13 ? 32 : b)), Buffer.from("\r\nhello? 22O ready\r\n", "latin1")]));
+        // It starts with a digit, which nodemailer takes for a reply code (found when the noise happened to).
+        socket.write(Buffer.concat([Buffer.from("7"), randomBytes(64 * 1024).map((b) => (b === 10 || b === 13 ? 32 : b)), Buffer.from("\r\nhello? 22O ready\r\n", "latin1")]));
         return;
       case "garbage-flood": {
         // Filler with no line end, as fast as the client reads them, until it hangs up.
