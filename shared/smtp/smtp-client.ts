@@ -205,6 +205,17 @@ export class SmtpClient {
     const addresses = recipients.map((r) => r.address);
     const relay = this.relay;
     const host = this.host;
+    // One message may take several transactions on this session (NOTIFY groups): one cut short
+    // (every recipient refused, DATA refused) leaves the server inside it, and the next MAIL would get 503.
+    if (!this.finished) {
+      try {
+        await this.readyForNext();
+      } catch (error) {
+        this.broken = true;
+        const detail = `lost connection with ${host} while resetting the session (${(error as Error).message})`;
+        return recipients.map((r) => ({ recipient: r.address, status: "deferred", dsn: "4.4.2", relay, detail }));
+      }
+    }
     try {
       // Once the server has taken the last byte of the body, its final reply has a deadline of its own.
       this.deadline.expectBody(size);
@@ -320,8 +331,8 @@ export function enhancedOf(response: string, fallback: string): string {
 
 /** Turn a nodemailer connect/TLS/AUTH error into a session error in Postfix's words (timeouts: see timedOut). */
 function sessionError(err: NodemailerError, where: string): SmtpSessionError {
-  // nodemailer takes any leading digits for a reply code ("7Èv…" is 7): only 2xx-5xx is a reply.
-  if (err.response && err.responseCode && /^[2-5]\d\d(?:[ -]|$)/.test(err.response)) {
+  // nodemailer takes any leading digits for a reply code ("7Èv…" is 7): only a 4xx or 5xx refusal is one here.
+  if (err.response && err.responseCode && /^[45]\d\d(?:[ -]|$)/.test(err.response)) {
     const text = replyLine(err.response);
     const stage = err.command ? ` (in reply to ${err.command.split(" ")[0]} command)` : "";
     return new SmtpSessionError(`host ${where.replace(/:\d+$/, "")} said: ${text}${stage}`, err.responseCode, enhancedOf(err.response, err.responseCode >= 500 ? "5.0.0" : "4.0.0"), false, false, keptReply(err.response));

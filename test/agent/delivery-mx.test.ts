@@ -301,6 +301,20 @@ describe("partial delivery, DSN parameters and session reuse", () => {
     assert.ok(mx1.connections < count, `${mx1.connections} connections for ${count} messages`);
   });
 
+  test("when one transaction of a message ends at RCPT, the next transaction on the session still delivers", async () => {
+    world.setZone({ "example.org": mx(["mx1.example.org", 10]) });
+    mx1.behave({ rcpt: { "dave@example.org": { code: 450, text: "4.7.1 <dave@example.org>: Recipient address rejected: try again later" } } });
+    const mark = agent.log().length;
+    // Different NOTIFY parameters: two transactions, dave's first.
+    const id = await submit(agent, ALICE, [{ address: "dave@example.org", notify: "NEVER" }, "bob@example.org"], "two transactions");
+    const bob = await waitForDelivery(agent, id, "bob@example.org", "sent", mark);
+    assert.equal(bob.dsn, "2.0.0");
+    assert.equal(deliveryLines(agent, id, "bob@example.org").length, 1, "bob delivered at the first attempt, not bounced or deferred");
+    await waitForDelivery(agent, id, "dave@example.org", "deferred", mark);
+    mx1.behave({ rcpt: {} });
+    await waitForDelivery(agent, id, "dave@example.org", "sent", mark);
+  });
+
   test("a session whose transaction ended at RCPT is reset before it carries the next message", async () => {
     world.setZone({ "example.org": mx(["mx1.example.org", 10]) });
     mx1.behave({ rcpt: { "dave@example.org": { code: 550, text: "5.1.1 <dave@example.org>: Recipient address rejected: User unknown" } } });
