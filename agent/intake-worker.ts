@@ -50,7 +50,8 @@ export class IntakeWorker {
 }
 
 function report(message: QueuedMessage): void {
-  // The content stays here: the queue manager reads it from the file rather than through the IPC pipe.
+  // The content stays here: the queue manager reads it from the file. (Through the IPC pipe's JSON a
+  // Buffer would arrive as { type, data } and could not be streamed.)
   const { content: _content, ...onDisk } = message;
   process.send?.({ type: "queued", message: onDisk } satisfies IntakeMessage);
 }

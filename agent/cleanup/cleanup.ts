@@ -1,9 +1,6 @@
 /**
- * cleanup — what happens to a message's content on its way into the queue (Postfix cleanup(8)):
- * count Received: headers against the hop limit, prepend our own Received:, add Message-ID: and
- * Date: for submission clients, and check line and header sizes. The body streams through
- * untouched; only the top-level header block is held, up to its size limit, and the memory of a
- * large message is released as it passes.
+ * cleanup — a message's content on its way into the queue (Postfix cleanup(8)): hop count, our
+ * Received:, Message-ID: and Date: for submission clients, line and header size checks.
  */
 import { Transform, type TransformCallback } from "node:stream";
 import { Headers } from "mailsplit";
@@ -26,8 +23,9 @@ export interface CleanupOptions {
 export type CleanupFault = "loop" | "line-too-long" | "header-too-large";
 
 /**
- * The transform between the client's DATA stream and the queue file. Read `fault` after it
- * has ended: a message with a fault must not be queued.
+ * The transform between the client's DATA stream and the queue file: the body streams through
+ * untouched, only the top-level header block is held (up to its size limit), and a large message's
+ * memory is released as it passes. Read `fault` after it has ended: a message with a fault must not be queued.
  */
 export class Cleanup extends Transform {
   /** The first problem found, or null for a message that may be queued. */

@@ -1,9 +1,6 @@
 /**
- * buffer-release — keeps the memory of a large message bounded while it streams in or out. Node
- * frees the buffers a stream is done with only when V8 collects garbage, and V8 schedules that by
- * the JavaScript heap (which 64 KiB socket and file buffers hardly touch) and by tens of MB of
- * outside memory: a 25 MB message grew the agent by 31 MB. So a long stream asks for a
- * young-generation collection (a millisecond or two) every few MB it has moved.
+ * buffer-release — keeps the memory of a large message bounded while it streams in or out, by
+ * asking V8 for a young-generation collection every few MB the message has moved.
  */
 import { Transform, type TransformCallback } from "node:stream";
 import { setFlagsFromString } from "node:v8";
@@ -31,7 +28,11 @@ function youngCollector(): Collector | null {
   return collector;
 }
 
-/** The octets one message stream has moved, and when they call for a collection. */
+/**
+ * The octets one message stream has moved, and when they call for a collection. Node frees the
+ * buffers a stream is done with only when V8 collects, and V8 waits for tens of MB of them (a 25 MB
+ * message grew the agent by 31 MB); a collection costs a millisecond or two.
+ */
 export class BufferRelease {
   private moved = 0;
   private next = FIRST_RELEASE;

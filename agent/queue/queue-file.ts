@@ -30,7 +30,7 @@ export interface QueueRecord {
   origin: "smtp" | "pickup" | "http" | "bounce" | "local";
 }
 
-/** The largest content kept in memory from intake to the first delivery attempt. */
+/** The largest content kept in memory from intake to the first delivery attempt, octets. */
 export const KEPT_CONTENT = 64 * 1024;
 
 // Raw descriptors: this is the per-message hot path, and FileHandle objects cost more than the I/O.
@@ -115,8 +115,9 @@ export class IncomingQueueFile {
     const size = this.written - contentOffset;
     await fsyncAsync(this.fd);
     // Nothing is left to flush, so close(2) returns at once: not worth a trip through the thread pool.
-    closeSync(this.fd);
+    // Marked closed first: a failed close(2) has freed the descriptor all the same, and abort must not close it again.
     this.closed = true;
+    closeSync(this.fd);
     await rename(this.spool.file("incoming", this.id), this.spool.file("active", this.id));
     this.committed = true;
     await this.spool.syncDir(this.spool.dir("active"));
