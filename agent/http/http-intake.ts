@@ -95,11 +95,8 @@ export class HttpIntake {
     try {
       return await file.commit();
     } catch (err) {
-      // In active/ already (only the directory sync failed): it will be delivered, so its status record stays.
-      if (!file.isCommitted) {
-        await file.abort();
-        await journal.forget(id);
-      }
+      await file.abort();
+      await journal.forget(id);
       throw this.storageFailure(err as NodeJS.ErrnoException, name, id);
     }
   }

@@ -119,8 +119,14 @@ export class IncomingQueueFile {
     this.closed = true;
     closeSync(this.fd);
     await rename(this.spool.file("incoming", this.id), this.spool.file("active", this.id));
+    try {
+      await this.spool.syncDir(this.spool.dir("active"));
+    } catch (err) {
+      // Not durable, so not queued: the client is told to try again, and this copy must not be delivered beside its retry.
+      await unlink(this.spool.file("active", this.id)).catch(() => {});
+      throw err;
+    }
     this.committed = true;
-    await this.spool.syncDir(this.spool.dir("active"));
     const content = this.kept && this.keptLength === size ? Buffer.concat(this.kept, size) : undefined;
     return { record: this.record, state: "active", size, contentOffset, ...(content ? { content } : {}) };
   }
@@ -130,11 +136,6 @@ export class IncomingQueueFile {
     for (const b of buffers) this.keptLength += b.length;
     if (this.keptLength > KEPT_CONTENT) this.kept = null;
     else this.kept.push(...buffers);
-  }
-
-  /** The file is in active/ (a failure after that point, syncing the directory, leaves it there). */
-  get isCommitted(): boolean {
-    return this.committed;
   }
 
   /** Remove the partial file: the message was refused or the client went away. */
