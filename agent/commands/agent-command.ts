@@ -9,6 +9,7 @@ import { ConfigError, EX_CONFIG } from "../../shared/config-file.js";
 import { createMailLog, type MailLog } from "../../shared/log.js";
 import { stopOnSignals } from "../../shared/shutdown.js";
 import { configPath, loadAgentConfig, type AgentConfig } from "../config.js";
+import { applyHeapPolicy } from "../heap-policy.js";
 import { IntakeWorker, type IntakeMessage } from "../intake-worker.js";
 import { AliasError } from "../local/aliases.js";
 import { Agent } from "../master.js";
@@ -35,6 +36,7 @@ export async function runAgent(options: { config?: string; checkConfig?: boolean
     return;
   }
   const log = createMailLog({ format: config.log.format, level: config.log.level });
+  applyHeapPolicy();
   if (cluster.isWorker) return runIntake(config, file, log);
 
   const processes = config.intakeProcesses;
