@@ -48,13 +48,19 @@ export class IncomingQueueFile {
   /** What was written of a small message, for its first delivery; null once it outgrows KEPT_CONTENT. */
   private kept: Buffer[] | null = [];
   private keptLength = 0;
+  /** The envelope record line, until it is written together with the first content. */
+  private pending: Buffer | null;
+  /** Where the content starts: just past the envelope record line. */
+  private readonly contentOffset: number;
   private constructor(
     private readonly spool: Spool,
     readonly record: QueueRecord,
     private readonly fd: number,
-    /** The envelope record line, written together with the first content. */
-    private pending: Buffer | null,
-  ) {}
+    recordLine: Buffer,
+  ) {
+    this.pending = recordLine;
+    this.contentOffset = recordLine.length;
+  }
 
   /** Create a queue file in incoming/ for `record` (its id and arrival are filled in here). */
   static async create(spool: Spool, record: Omit<QueueRecord, "v" | "id" | "arrival">, arrival = Date.now()): Promise<IncomingQueueFile> {
@@ -110,9 +116,8 @@ export class IncomingQueueFile {
    */
   async commit(): Promise<QueuedMessage> {
     if (this.pending) throw new Error(`${this.id}: commit before the content was written`);
-    const contentOffset = Buffer.byteLength(JSON.stringify(this.record)) + 1;
     // Counted here, not told by the caller: readers stop at this size.
-    const size = this.written - contentOffset;
+    const size = this.written - this.contentOffset;
     await fsyncAsync(this.fd);
     // Nothing is left to flush, so close(2) returns at once: not worth a trip through the thread pool.
     // Marked closed first: a failed close(2) has freed the descriptor all the same, and abort must not close it again.
@@ -128,7 +133,7 @@ export class IncomingQueueFile {
     }
     this.committed = true;
     const content = this.kept && this.keptLength === size ? Buffer.concat(this.kept, size) : undefined;
-    return { record: this.record, state: "active", size, contentOffset, ...(content ? { content } : {}) };
+    return { record: this.record, state: "active", size, contentOffset: this.contentOffset, ...(content ? { content } : {}) };
   }
 
   private keep(buffers: Buffer[]): void {
