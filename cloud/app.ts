@@ -194,8 +194,9 @@ export function createCloudApp(deps: CloudAppDeps): CloudApp {
     if (existing) {
       if (existing.fingerprint !== fingerprint) throw requestProblem("idempotency-key-reused", "this Idempotency-Key was used for a different message or envelope; use a new key");
       if (existing.state === "in-progress") throw requestProblem("idempotency-in-progress", "a request with this Idempotency-Key is still being relayed");
-      if (isRelayResult(existing.body)) record.results = countResults(existing.body);
-      return jsonResponse(existing.status, existing.body);
+      const kept = JSON.parse(existing.body) as RelayResult | Record<string, unknown>;
+      if (isRelayResult(kept)) record.results = countResults(kept);
+      return jsonTextResponse(existing.status, existing.body);
     }
 
     let result: RelayResult;
@@ -206,14 +207,15 @@ export function createCloudApp(deps: CloudAppDeps): CloudApp {
       throw err instanceof OnwardRefusal ? refusalProblem(err) : err;
     }
     record.results = countResults(result);
+    const answer = JSON.stringify(result);
     // Only deferrals: nothing happened that a retry could repeat, so the same key may try again.
     if (result.results.every((r) => r.status === "deferred")) await store.abandonIdempotent(keyid, idempotencyKey);
     else {
       await store
-        .finishIdempotent(keyid, idempotencyKey, { state: "done", fingerprint, expiresAt: Math.floor(now() / 1000) + config.idempotencyTtl, status: 200, body: result })
+        .finishIdempotent(keyid, idempotencyKey, { state: "done", fingerprint, expiresAt: Math.floor(now() / 1000) + config.idempotencyTtl, status: 200, body: answer })
         .catch((err: Error) => log.error(`the answer for Idempotency-Key ${idempotencyKey} of ${keyid} was not saved: ${err.message}`));
     }
-    return jsonResponse(200, result);
+    return jsonTextResponse(200, answer);
   });
 
   app.get("/v1/whoami", async (c) => {
@@ -390,7 +392,11 @@ function isRelayResult(body: RelayResult | Record<string, unknown>): body is Rel
 }
 
 function jsonResponse(status: number, body: unknown): Response {
-  return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
+  return jsonTextResponse(status, JSON.stringify(body));
+}
+
+function jsonTextResponse(status: number, text: string): Response {
+  return new Response(text, { status, headers: { "content-type": "application/json" } });
 }
 
 function internalError(log: MailLog, err: Error): ProblemError {

@@ -84,7 +84,7 @@ export class DynamoDbStore implements CloudStore {
           fingerprint: { S: record.fingerprint },
           [TTL_ATTRIBUTE]: { N: String(record.expiresAt) },
           status: { N: String(record.status) },
-          body: { S: JSON.stringify(record.body) },
+          body: { S: record.body },
         },
       }),
     );
@@ -134,7 +134,7 @@ function recordOf(item: Record<string, AttributeValue>): IdempotencyRecord {
   const fingerprint = item.fingerprint?.S ?? "";
   const expiresAt = Number(item[TTL_ATTRIBUTE]?.N);
   if (item.state?.S === "done") {
-    return { state: "done", fingerprint, expiresAt, status: Number(item.status?.N), body: JSON.parse(item.body?.S ?? "{}") as Record<string, unknown> };
+    return { state: "done", fingerprint, expiresAt, status: Number(item.status?.N), body: item.body?.S ?? "{}" };
   }
   return { state: "in-progress", fingerprint, expiresAt };
 }

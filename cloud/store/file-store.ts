@@ -4,7 +4,8 @@
  * one per turn of the event loop (they survive the process being killed), made durable by an
  * fsync about SYNC_INTERVAL_MS later: an fsync per request would make every submission wait for the
  * disk (see CloudStore for what that costs at worst). One process owns the directory: conditional
- * writes are decided in its memory.
+ * writes are decided in its memory, which holds each live idempotency record as its journal line
+ * (one flat string: a busy relay keeps a day of them, and the collector need not trace each one).
  */
 import { closeSync, fdatasync, fdatasyncSync, fsyncSync, ftruncateSync, openSync, renameSync, writeSync } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
@@ -23,10 +24,22 @@ const SYNC_INTERVAL_MS = 100;
 /** Journal lines appended since the last compaction that start another one (and at least twice the live entries). */
 const COMPACT_AFTER_LINES = 100_000;
 
+/** A live idempotency record: when it expires, and the journal line that set it. */
+interface KeptRecord {
+  expiresAt: number;
+  line: string;
+}
+
+/**
+ * The map key of (keyid, nonce or idempotency key). Both come from structured-field strings,
+ * printable ASCII (RFC 8941), so a line feed cannot occur in either.
+ */
+const itemId = (keyid: string, name: string) => `${keyid}\n${name}`;
+
 /** The journal-backed store. */
 export class FileStore implements CloudStore {
   private readonly nonces = new Map<string, number>();
-  private readonly records = new Map<string, { keyid: string; key: string; record: IdempotencyRecord }>();
+  private readonly records = new Map<string, KeptRecord>();
   /** The journal's file descriptor, appended to with write(2); null once closed. */
   private fd: number | null = null;
   /** Entries waiting for this turn's write, with what takes each caller's change back out of memory. */
@@ -75,22 +88,24 @@ export class FileStore implements CloudStore {
         if (i === lines.length - 1) return;
         throw new Error(`${file}:${i + 1}: journal line is not JSON; the store is damaged`);
       }
-      store.apply(entry);
+      if (entry.op === "nonce") store.nonces.set(itemId(entry.keyid, entry.nonce), entry.expiresAt);
+      else if (entry.op === "forget") store.records.delete(itemId(entry.keyid, entry.key));
+      // A relay in progress when the process stopped is not in progress any more: its retry may go ahead.
+      else if (entry.record.state === "in-progress") store.records.delete(itemId(entry.keyid, entry.key));
+      else store.records.set(itemId(entry.keyid, entry.key), { expiresAt: entry.record.expiresAt, line: `${line}\n` });
     });
-    // A relay in progress when the process stopped is not in progress any more: its retry may go ahead.
-    for (const [id, { record }] of store.records) if (record.state === "in-progress") store.records.delete(id);
     store.compact();
     return store;
   }
 
   async claimNonce(keyid: string, nonce: string, expiresAt: number, now: number): Promise<boolean> {
     this.clock = Math.max(this.clock, now);
-    const id = JSON.stringify([keyid, nonce]);
+    const id = itemId(keyid, nonce);
     const seen = this.nonces.get(id);
     if (seen !== undefined && seen > now) return false;
     // Claimed in memory at once, so that a concurrent claim of the same nonce sees it.
     this.nonces.set(id, expiresAt);
-    await this.append({ op: "nonce", keyid, nonce, expiresAt }, () => {
+    await this.append(journalLine({ op: "nonce", keyid, nonce, expiresAt }), () => {
       if (this.nonces.get(id) === expiresAt) this.nonces.delete(id);
     });
     return true;
@@ -98,26 +113,24 @@ export class FileStore implements CloudStore {
 
   async beginIdempotent(keyid: string, key: string, fingerprint: string, expiresAt: number, now: number): Promise<IdempotencyRecord | null> {
     this.clock = Math.max(this.clock, now);
-    const id = JSON.stringify([keyid, key]);
+    const id = itemId(keyid, key);
     const existing = this.records.get(id);
-    if (existing && existing.record.expiresAt > now) return existing.record;
-    const record: IdempotencyRecord = { state: "in-progress", fingerprint, expiresAt };
-    this.records.set(id, { keyid, key, record });
+    if (existing && existing.expiresAt > now) return (JSON.parse(existing.line) as Extract<JournalEntry, { op: "idempotency" }>).record;
+    const kept = this.keep(id, { op: "idempotency", keyid, key, record: { state: "in-progress", fingerprint, expiresAt } });
     // Not written, so not claimed: a retry must not meet a 409 for a relay that never started.
-    await this.append({ op: "idempotency", keyid, key, record }, () => {
-      if (this.records.get(id)?.record === record) this.records.delete(id);
+    await this.append(kept.line, () => {
+      if (this.records.get(id) === kept) this.records.delete(id);
     });
     return null;
   }
 
   async finishIdempotent(keyid: string, key: string, record: Extract<IdempotencyRecord, { state: "done" }>): Promise<void> {
-    this.records.set(JSON.stringify([keyid, key]), { keyid, key, record });
-    await this.append({ op: "idempotency", keyid, key, record });
+    await this.append(this.keep(itemId(keyid, key), { op: "idempotency", keyid, key, record }).line);
   }
 
   async abandonIdempotent(keyid: string, key: string): Promise<void> {
-    this.records.delete(JSON.stringify([keyid, key]));
-    await this.append({ op: "forget", keyid, key });
+    this.records.delete(itemId(keyid, key));
+    await this.append(journalLine({ op: "forget", keyid, key }));
   }
 
   /** Write what is waiting, make it durable, then close the journal. */
@@ -133,11 +146,11 @@ export class FileStore implements CloudStore {
     this.fd = null;
   }
 
-  private apply(entry: JournalEntry): void {
-    const id = JSON.stringify([entry.keyid, entry.op === "nonce" ? entry.nonce : entry.key]);
-    if (entry.op === "nonce") this.nonces.set(id, entry.expiresAt);
-    else if (entry.op === "idempotency") this.records.set(id, { keyid: entry.keyid, key: entry.key, record: entry.record });
-    else this.records.delete(id);
+  /** Set the record `id` in memory to what `entry` says; returns what is kept. */
+  private keep(id: string, entry: Extract<JournalEntry, { op: "idempotency" }>): KeptRecord {
+    const kept = { expiresAt: entry.record.expiresAt, line: journalLine(entry) };
+    this.records.set(id, kept);
+    return kept;
   }
 
   /**
@@ -147,9 +160,9 @@ export class FileStore implements CloudStore {
    * rejects, the journal is as it was, and `undo`, when given, takes the caller's change back out
    * of memory (claims are undone; a final answer or a forgotten key stays in memory only).
    */
-  private append(entry: JournalEntry, undo?: () => void): Promise<void> {
+  private append(line: string, undo?: () => void): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.batch.push({ line: `${JSON.stringify(entry)}\n`, resolve, reject, ...(undo ? { undo } : {}) });
+      this.batch.push({ line, resolve, reject, ...(undo ? { undo } : {}) });
       this.batchTimer ??= setImmediate(() => this.writeBatch());
     });
   }
@@ -217,20 +230,20 @@ export class FileStore implements CloudStore {
    * Synchronous, like the appends it must not interleave with: some milliseconds per 100 000 requests.
    */
   private compact(): void {
-    const live: JournalEntry[] = [];
+    const live: string[] = [];
     for (const [id, expiresAt] of this.nonces) {
       if (expiresAt <= this.clock) this.nonces.delete(id);
       else {
-        const [keyid, nonce] = JSON.parse(id) as [string, string];
-        live.push({ op: "nonce", keyid, nonce, expiresAt });
+        const at = id.indexOf("\n");
+        live.push(journalLine({ op: "nonce", keyid: id.slice(0, at), nonce: id.slice(at + 1), expiresAt }));
       }
     }
-    for (const [id, { keyid, key, record }] of this.records) {
-      if (record.expiresAt <= this.clock) this.records.delete(id);
-      else live.push({ op: "idempotency", keyid, key, record });
+    for (const [id, { expiresAt, line }] of this.records) {
+      if (expiresAt <= this.clock) this.records.delete(id);
+      else live.push(line);
     }
     const next = `${this.file}.new`;
-    const text = Buffer.from(live.map((e) => `${JSON.stringify(e)}\n`).join(""));
+    const text = Buffer.from(live.join(""));
     const out = openSync(next, "w", 0o600);
     try {
       if (writeSync(out, text) !== text.length) throw new Error(`short write to ${next}: is the disk full?`);
@@ -264,4 +277,9 @@ export class FileStore implements CloudStore {
       // The new journal is in place and complete; only its name may not survive a power loss yet.
     }
   }
+}
+
+/** An entry as a line of the journal. */
+function journalLine(entry: JournalEntry): string {
+  return `${JSON.stringify(entry)}\n`;
 }

@@ -3,12 +3,13 @@
  * idempotency records. Two implementations: an embedded file store for `homerelay-cloud serve`
  * and DynamoDB for Lambda. Expired items are ignored on read, whatever the backend deletes late.
  */
-import type { RelayResult } from "../onward/onward.js";
-
-/** An idempotency record, scoped by (keyid, idempotency key). */
+/**
+ * An idempotency record, scoped by (keyid, idempotency key). A final answer keeps its JSON body as
+ * the text that was sent, so that a retry gets the same octets and a store holds one flat string.
+ */
 export type IdempotencyRecord =
   | { state: "in-progress"; fingerprint: string; expiresAt: number }
-  | { state: "done"; fingerprint: string; expiresAt: number; status: number; body: RelayResult | Record<string, unknown> };
+  | { state: "done"; fingerprint: string; expiresAt: number; status: number; body: string };
 
 /**
  * The cloud's memory. Times are Unix seconds. A write has left the process when it resolves, so

@@ -11,7 +11,7 @@ process.env.AWS_ACCESS_KEY_ID = "AKIDHOMERELAYTEST";
 process.env.AWS_SECRET_ACCESS_KEY = "homerelay-test-secret";
 
 const NOW = 1_760_000_000;
-const relayed = { id: "0102019a-ses-id", results: [{ recipient: "bob@example.org", status: "sent" as const, dsn: "2.0.0", detail: "SES accepted, MessageId 0102019a-ses-id" }] };
+const relayed = JSON.stringify({ id: "0102019a-ses-id", results: [{ recipient: "bob@example.org", status: "sent" as const, dsn: "2.0.0", detail: "SES accepted, MessageId 0102019a-ses-id" }] });
 
 describe("DynamoDB store on dynalite", () => {
   let db: DynaliteServer;

@@ -14,7 +14,7 @@ import { makeKey, send, signed, submission } from "../support/cloud-client.js";
 import { SmtpUpstream } from "../support/smtp-upstream.js";
 
 const NOW = 1_800_000_000;
-const done = { state: "done", fingerprint: "f1", expiresAt: NOW + 100, status: 200, body: { id: "r1", results: [] } } as const;
+const done = { state: "done", fingerprint: "f1", expiresAt: NOW + 100, status: 200, body: `{"id":"r1","results":[]}` } as const;
 
 let dir: string;
 beforeEach(async () => {
@@ -90,7 +90,7 @@ describe("the file store", () => {
     const store = await FileStore.open(join(dir, "store"), NOW);
     await store.claimNonce("home-1", "n-early", NOW + 300, NOW);
     await store.beginIdempotent("home-1", "k-next", "fp2", NOW + 600, NOW);
-    await store.finishIdempotent("home-1", "k-done", { state: "done", fingerprint: "fp", expiresAt: NOW + 600, status: 200, body: { id: "x", results: [] } });
+    await store.finishIdempotent("home-1", "k-done", { state: "done", fingerprint: "fp", expiresAt: NOW + 600, status: 200, body: `{"id":"x","results":[]}` });
     await store.abandonIdempotent("home-1", "k-next");
     // Read back as a restart after the process was killed would, without closing the store first.
     const lines = (await journal()).trim().split("\n").map((l) => JSON.parse(l) as { op: string; nonce?: string; key?: string });
