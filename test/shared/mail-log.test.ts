@@ -7,13 +7,23 @@ import { resolve } from "node:path";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 
-/** Run `body` in a fresh node with `log` (a text-format mail log) and `writes` (write(2) calls to fd 2 so far) in scope. */
+/**
+ * Run `body` in a fresh node with `log` (a text-format mail log), `writes` (write(2) calls to fd 2
+ * so far) and `largest` (the most octets one of them wrote) in scope.
+ */
 function runLogger(body: string, onStderr?: (text: string, stdin: NodeJS.WritableStream) => void): Promise<{ code: number | null; stderr: string; stdout: string }> {
   const script = `
     import fs from "node:fs";
     let writes = 0;
+    let largest = 0;
     const writeSync = fs.writeSync;
-    fs.writeSync = (fd, ...rest) => { if (fd === 2) writes++; return writeSync(fd, ...rest); };
+    fs.writeSync = (fd, data, ...rest) => {
+      if (fd === 2) {
+        writes++;
+        largest = Math.max(largest, Buffer.byteLength(data));
+      }
+      return writeSync(fd, data, ...rest);
+    };
     const { createMailLog } = await import("./shared/log.ts");
     const log = createMailLog({ format: "text", level: "info" }, "test");
     ${body}`;
@@ -44,19 +54,20 @@ test("a line reaches standard error while the process runs on, without a flush",
   assert.match(stderr, /homerelay\/test\[\d+\]: to=<a@example\.org>, status=sent\n/);
 });
 
-test("lines logged together go out in one write; a burst larger than the buffer in several", async () => {
+test("lines logged together go out in one write; a burst in writes of at most PIPE_BUF (4096 octets)", async () => {
   const { code, stdout, stderr } = await runLogger(
     `for (let i = 0; i < 20; i++) log.info("line " + i);
      await new Promise((r) => setTimeout(r, 200));
      const few = writes;
      for (let i = 0; i < 200; i++) log.info("burst " + i + " " + "x".repeat(80));
      await new Promise((r) => setTimeout(r, 200));
-     console.log(JSON.stringify({ few, burst: writes - few }));`,
+     console.log(JSON.stringify({ few, burst: writes - few, largest }));`,
   );
   assert.equal(code, 0);
-  const { few, burst } = JSON.parse(stdout) as { few: number; burst: number };
+  const { few, burst, largest } = JSON.parse(stdout) as { few: number; burst: number; largest: number };
   assert.equal(few, 1, "20 short lines in one turn of the event loop: one write");
-  assert.ok(burst >= 4 && burst <= 10, `200 lines of ~130 characters: about 26 KB in 4 KiB writes, got ${burst}`);
+  assert.ok(burst >= 7 && burst <= 10, `200 lines of ~130 octets: about 26 KB in 4 KiB writes, got ${burst}`);
+  assert.ok(largest <= 4096 && largest > 3900, `the largest write has ${largest} octets`);
   assert.equal(stderr.match(/: line \d+\n/g)?.length, 20);
   assert.equal(stderr.match(/: burst \d+ x+\n/g)?.length, 200);
 });
