@@ -31,8 +31,9 @@ interface KeptRecord {
 }
 
 /**
- * The map key of (keyid, nonce or idempotency key). Both come from structured-field strings,
- * printable ASCII (RFC 8941), so a line feed cannot occur in either.
+ * The map key of (keyid, nonce or idempotency key). Key ids are letters, digits and `._-` (the
+ * cloud configuration), nonces and idempotency keys structured-field strings (printable ASCII,
+ * RFC 8941): a line feed occurs in none of them.
  */
 const itemId = (keyid: string, name: string) => `${keyid}\n${name}`;
 
@@ -92,7 +93,12 @@ export class FileStore implements CloudStore {
       else if (entry.op === "forget") store.records.delete(itemId(entry.keyid, entry.key));
       // A relay in progress when the process stopped is not in progress any more: its retry may go ahead.
       else if (entry.record.state === "in-progress") store.records.delete(itemId(entry.keyid, entry.key));
-      else store.records.set(itemId(entry.keyid, entry.key), { expiresAt: entry.record.expiresAt, line: `${line}\n` });
+      // Serialized again rather than kept as read: a piece of the journal's text would hold all of it
+      // in memory, and journals written before answers were kept as text hold the answer as an object.
+      else {
+        const { body } = entry.record;
+        store.keep(itemId(entry.keyid, entry.key), typeof body === "string" ? entry : { ...entry, record: { ...entry.record, body: JSON.stringify(body) } });
+      }
     });
     store.compact();
     return store;
@@ -154,7 +160,7 @@ export class FileStore implements CloudStore {
   }
 
   /**
-   * Append one entry to the journal; resolves once it is written. The entries of one turn of the
+   * Append one line to the journal; resolves once it is written. The lines of one turn of the
    * event loop share one write(2) (a syscall costs some 15 µs on a VM, more than the rest of the
    * append), and an fsync follows about SYNC_INTERVAL_MS later. When the write fails, the promise
    * rejects, the journal is as it was, and `undo`, when given, takes the caller's change back out

@@ -98,6 +98,16 @@ describe("the file store", () => {
     await store.close();
   });
 
+  test("an answer kept as a JSON object by an earlier version is read back as the text to send", async () => {
+    const answer = { id: "r0", results: [{ recipient: "bob@example.org", status: "sent", dsn: "2.0.0", detail: "250 ok" }] };
+    const record = { state: "done", fingerprint: "f0", expiresAt: NOW + 100, status: 200, body: answer };
+    await FileStore.open(join(dir, "store"), NOW).then((s) => s.close());
+    await writeFile(join(dir, "store", "journal.jsonl"), `${JSON.stringify({ op: "idempotency", keyid: "home-1", key: "k-old", record })}\n`);
+    const store = await FileStore.open(join(dir, "store"), NOW);
+    assert.deepEqual(await store.beginIdempotent("home-1", "k-old", "f9", NOW + 200, NOW), { ...record, body: JSON.stringify(answer) });
+    await store.close();
+  });
+
   test("the directory is 0700 and the journal 0600", async () => {
     const store = await FileStore.open(join(dir, "store"), NOW);
     await store.claimNonce("home-1", "n1", NOW + 300, NOW);
