@@ -73,7 +73,13 @@ export async function deliverViaMx(request: MxDeliveryRequest, o: MxDeliveryOpti
 
   const outcomes = new Map<string, RecipientOutcome>();
   let pending = request.transactions.map((t) => [...t]).filter((t) => t.length > 0);
-  let lastError: { dsn: string; detail: string; unreachable: boolean; reply?: string } = { dsn: "4.4.1", detail: "no MX host could be reached", unreachable: true };
+  // What last happened to each recipient still pending: its own deferral at a host (with that
+  // host as relay), or a failure that kept every pending recipient from a host; logged when no host takes it.
+  const lastDeferral = new Map<string, RecipientOutcome>();
+  const noHost = (dsn: string, detail: string, unreachable: boolean, reply?: string) => {
+    for (const r of pending.flat()) lastDeferral.set(r.address, { recipient: r.address, status: "deferred", dsn, relay: "none", detail, ...(unreachable ? { unreachable } : {}), ...(reply ? { reply } : {}) });
+  };
+  noHost("4.4.1", "no MX host could be reached", true);
 
   for (const host of mx.hosts) {
     if (pending.length === 0) break;
@@ -81,14 +87,14 @@ export async function deliverViaMx(request: MxDeliveryRequest, o: MxDeliveryOpti
     if (!listed) {
       const detail = `MX host ${host.exchange} is not listed in the MTA-STS policy of ${request.domain}`;
       if (o.sts!.mode === "enforce") {
-        lastError = { dsn: "4.7.5", detail, unreachable: false };
+        noHost("4.7.5", detail, false);
         continue;
       }
       o.sts!.report({ exchange: host.exchange, kind: "mx", detail });
     }
     const addresses = await o.resolver.resolveAddresses(host.exchange, o.addressPreference);
     if (addresses.kind !== "ok") {
-      lastError = { dsn: addresses.kind === "nxdomain" ? "5.4.4" : "4.4.3", detail: addresses.reason, unreachable: true };
+      noHost(addresses.kind === "nxdomain" ? "5.4.4" : "4.4.3", addresses.reason, true);
       // A domain whose only (implicit) MX has no address does not exist for mail.
       if (addresses.kind === "nxdomain" && mx.hosts.length === 1) return everyone("bounced", "5.4.4", addresses.reason);
       continue;
@@ -109,7 +115,7 @@ export async function deliverViaMx(request: MxDeliveryRequest, o: MxDeliveryOpti
       const session = await openSession(o.sessions, target, testing);
       if (session instanceof SmtpSessionError) {
         const policy = o.sts?.mode === "enforce" && tlsRefused(session) ? ` (the MTA-STS policy of ${request.domain} requires verified TLS)` : "";
-        lastError = { dsn: session.enhanced, detail: `${session.message}${policy}`, unreachable: session.unreachable, ...(session.reply ? { reply: session.reply } : {}) };
+        noHost(session.enhanced, `${session.message}${policy}`, session.unreachable, session.reply);
         // A 5xx greeting or EHLO means this host refuses us: try the next one, like any failure here.
         continue;
       }
@@ -125,7 +131,7 @@ export async function deliverViaMx(request: MxDeliveryRequest, o: MxDeliveryOpti
           // A 4xx from one MX (greylisting, overload) is tried at the next; a 5xx is final.
           if (r.status === "deferred") {
             retry.push(transaction[i]!);
-            lastError = { dsn: r.dsn, detail: r.detail, unreachable: r.unreachable ?? false, ...(r.reply ? { reply: r.reply } : {}) };
+            lastDeferral.set(r.recipient, r);
             if (r.unreachable) reusable = false;
           } else outcomes.set(r.recipient, r);
         }
@@ -136,15 +142,9 @@ export async function deliverViaMx(request: MxDeliveryRequest, o: MxDeliveryOpti
     }
   }
   for (const r of pending.flat()) {
-    outcomes.set(r.address, {
-      recipient: r.address,
-      status: "deferred",
-      dsn: lastError.dsn.startsWith("5") ? `4${lastError.dsn.slice(1)}` : lastError.dsn,
-      relay: "none",
-      detail: lastError.detail,
-      ...(lastError.unreachable ? { unreachable: true } : {}),
-      ...(lastError.reply ? { reply: lastError.reply } : {}),
-    });
+    const last = lastDeferral.get(r.address)!;
+    // A host that refused us with 5xx (greeting, EHLO) was one of several: still only a deferral.
+    outcomes.set(r.address, { ...last, dsn: last.dsn.startsWith("5") ? `4${last.dsn.slice(1)}` : last.dsn });
   }
   return all.map((r) => outcomes.get(r.address)!);
 }

@@ -212,8 +212,8 @@ export class SmtpClient {
         await this.readyForNext();
       } catch (error) {
         this.broken = true;
-        const detail = `lost connection with ${host} while resetting the session (${(error as Error).message})`;
-        return recipients.map((r) => ({ recipient: r.address, status: "deferred", dsn: "4.4.2", relay, detail }));
+        const why = resetFailure(host, error);
+        return recipients.map((r) => ({ recipient: r.address, status: "deferred", relay, ...why }));
       }
     }
     try {
@@ -311,6 +311,20 @@ function replyOutcome(recipient: string, relay: string, host: string, response: 
   const reply = keptReply(response);
   if (code >= 500) return { recipient, status: "bounced", dsn: enhancedOf(response, "5.0.0"), relay, detail, reply };
   return { recipient, status: "deferred", dsn: enhancedOf(response, "4.0.0"), relay, detail, reply };
+}
+
+/**
+ * Why the session could not be reset for the next transaction, as a deferral: the recipients were
+ * not refused, so even a 5xx reply to RSET only defers them (its class turned to 4, as Postfix's
+ * soft_bounce does), and they go out on another session.
+ */
+function resetFailure(host: string, error: unknown): { dsn: string; detail: string } {
+  if (error instanceof SmtpSessionError) return { dsn: error.enhanced, detail: error.message };
+  const err = error as NodemailerError;
+  if (err.response && /^[45]\d\d(?:[ -]|$)/.test(err.response)) {
+    return { dsn: `4${enhancedOf(err.response, "4.0.0").slice(1)}`, detail: `host ${host} said: ${replyLine(err.response)} (in reply to RSET command)` };
+  }
+  return { dsn: "4.4.2", detail: `lost connection with ${host} while resetting the session (${err.message})` };
 }
 
 function commandName(command: string | undefined): string {

@@ -1,16 +1,17 @@
 // Faults on the far side of direct MX delivery: DNS that never answers or fails for the MX host's address,
 // a tarpit that trickles one byte a second (in the greeting and in the reply to the end of DATA), garbage
 // instead of a greeting, a flood of bytes without a line end, garbage replies, and an MX that takes the
-// whole message and hangs up without a reply. Each: the deferral's log line, the message kept in deferred/,
+// whole message and hangs up without a reply, and one that refuses RSET between two transactions of one
+// message. Each: the deferral's log line, the message kept in deferred/,
 // delivered exactly once by `homerelay queue flush` once the fault clears, the agent still up, memory bounded.
 import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { startAgent, type AgentProcess } from "../support/agent-process.js";
 import { startDnsServer, type DnsServer, type DnsZone } from "../support/dns-server.js";
 import { FaultyMx, type MxFault } from "../support/faulty-mx.js";
-import { escapeRegExp, waitForDelivery, waitForQueueFile, type DeliveryLine } from "../support/mx-world.js";
+import { escapeRegExp, submit, waitForDelivery, waitForQueueFile, type DeliveryLine } from "../support/mx-world.js";
 import { mebibytes, residentBytes } from "../support/process-memory.js";
-import { message, queueIdOf, sendMail } from "../support/queue-durability.js";
+import { message, queueIdOf, SENDER, sendMail } from "../support/queue-durability.js";
 import { flushQueue } from "../support/queue-flush.js";
 
 const RCPT = "bob@faulty.example";
@@ -158,5 +159,28 @@ describe("a misbehaving MX", () => {
     assert.equal(deferred.dsn, "4.4.2");
     assert.equal(deferred.detail, `lost connection with ${where} while sending message (Connection closed unexpectedly)`);
     await deliveredAfterFlush(id, "drop-after-data", mark, () => (mx.fault = "none"));
+  });
+
+  test("an MX that refuses RSET between two transactions of one message: the later recipient is deferred with its reply, not bounced", async () => {
+    mx.fault = "refused-reset";
+    const mark = agent.log().length;
+    // Different NOTIFY parameters: two transactions on one session, later@'s first, cut short at RCPT.
+    const id = await submit(agent, SENDER, [{ address: "later@faulty.example", notify: "NEVER" }, RCPT], "refused-reset");
+    const later = await waitForDelivery(agent, id, "later@faulty.example", "deferred", mark);
+    assert.equal(later.dsn, "4.2.0");
+    assert.equal(later.detail, `host ${where} said: 450 4.2.0 <later>: Recipient address rejected: try again later (in reply to RCPT TO command)`);
+    assert.equal(later.relay, `${where}:${mx.port}`, "each recipient keeps its own reason, and the host that gave it");
+    const bob = await waitForDelivery(agent, id, RCPT, "deferred", mark);
+    assert.equal(bob.dsn, "4.5.2", "a 5xx reply to RSET defers, with the class turned to 4");
+    assert.equal(bob.detail, `host ${where} said: 502 5.5.2 Error: command not recognized (in reply to RSET command)`);
+    assert.equal(bob.relay, `${where}:${mx.port}`);
+    await waitForQueueFile(agent, "deferred", id);
+    const copies = () => mx.messages.filter((m) => m.includes("Subject: refused-reset\r\n")).length;
+    assert.equal(copies(), 0);
+    mx.fault = "none";
+    assert.match(await flushQueue(agent, id), new RegExp(`${id}: queued for delivery`));
+    await waitForDelivery(agent, id, "later@faulty.example", "sent", mark);
+    await waitForDelivery(agent, id, RCPT, "sent", mark);
+    assert.equal(copies(), 2, "one copy per transaction");
   });
 });

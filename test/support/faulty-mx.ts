@@ -13,9 +13,10 @@ import { createServer, type Server, type Socket } from "node:net";
  * byte a second; `garbage-greeting`: a 64 KiB line of random bytes instead of a greeting; `garbage-flood`:
  * bytes without a line end, as fast as the client takes them; `garbage-reply`: a proper
  * greeting, then lines that are no SMTP reply; `drop-after-data`: the whole message is read, then
- * the connection closes without a reply.
+ * the connection closes without a reply; `refused-reset`: RCPT TO is refused for now (450) for
+ * recipients named `later@…`, and RSET is not understood (502).
  */
-export type MxFault = "none" | "tarpit-greeting" | "tarpit-data-reply" | "garbage-greeting" | "garbage-flood" | "garbage-reply" | "drop-after-data";
+export type MxFault = "none" | "tarpit-greeting" | "tarpit-data-reply" | "garbage-greeting" | "garbage-flood" | "garbage-reply" | "drop-after-data" | "refused-reset";
 
 const NAME = "mx.faulty.example";
 
@@ -123,7 +124,9 @@ export class FaultyMx {
         } else if (verb === "QUIT") {
           socket.end("221 2.0.0 Bye\r\n");
           return;
-        } else if (["HELO", "MAIL", "RCPT", "RSET", "NOOP"].includes(verb)) socket.write("250 2.0.0 Ok\r\n");
+        } else if (fault === "refused-reset" && verb === "RSET") socket.write("502 5.5.2 Error: command not recognized\r\n");
+        else if (fault === "refused-reset" && verb === "RCPT" && /<later@/i.test(line)) socket.write("450 4.2.0 <later>: Recipient address rejected: try again later\r\n");
+        else if (["HELO", "MAIL", "RCPT", "RSET", "NOOP"].includes(verb)) socket.write("250 2.0.0 Ok\r\n");
         else socket.write("502 5.5.2 Error: command not recognized\r\n");
       }
     });
