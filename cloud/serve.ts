@@ -1,7 +1,8 @@
 /**
  * serve — the Node entry of the cloud app (`homerelay-cloud serve --config FILE`, for a VPS behind
  * a TLS-terminating proxy): @hono/node-server on `listen`, the embedded file store, the onward
- * transport from the configuration; SIGTERM stops accepting, finishes requests and closes the store.
+ * transport from the configuration; SIGTERM stops accepting, finishes requests and closes the store;
+ * SIGHUP reloads the keys, authorities and limits (key rotation without a restart).
  */
 import { ConfigError, EX_CONFIG } from "../shared/config-file.js";
 import { clientAddressOf, listenHttp } from "../shared/http-listener.js";
@@ -26,9 +27,18 @@ export interface CloudServer {
   /** The bound address and port (the port the system chose for `:0`). */
   host: string;
   port: number;
+  /**
+   * Answer the next requests with `next`: its keys, authorities, limits and windows (per-key rate
+   * counts start again). What the running server was built on (`listen`, `store`, `onward`, `log`)
+   * stays as it is until a restart.
+   */
+  reload(next: CloudConfig): void;
   /** Stop accepting, let requests in flight finish, close the onward transport and the store. */
   close(): Promise<void>;
 }
+
+/** What the running server is built on: a reload leaves these as they are. */
+const RESTART_TO_CHANGE = ["listen", "store", "onward", "log"] as const;
 
 /** The onward transport the configuration names; SES is loaded only when used (it pulls in the AWS SDK). */
 export async function onwardFromConfig(config: CloudConfig): Promise<OnwardTransport> {
@@ -50,8 +60,10 @@ export async function serveCloud(config: CloudConfig, log: MailLog): Promise<Clo
   const listen = parseHostPort(config.listen)!;
   const onward = await onwardFromConfig(config);
   const store = await FileStore.open(config.store);
-  const app = createCloudApp({ config, store, onward, ed25519: await defaultEd25519(), log, clientAddress: clientAddressOf });
-  const server = await listenHttp(app.fetch, listen).catch(async (err: Error) => {
+  const ed25519 = await defaultEd25519();
+  let running = config;
+  let app = createCloudApp({ config, store, onward, ed25519, log, clientAddress: clientAddressOf });
+  const server = await listenHttp((request, env) => app.fetch(request, env), listen).catch(async (err: Error) => {
     await onward.close?.();
     await store.close();
     throw err;
@@ -60,6 +72,13 @@ export async function serveCloud(config: CloudConfig, log: MailLog): Promise<Clo
   return {
     host: server.host,
     port: server.port,
+    reload(next) {
+      const fixed = RESTART_TO_CHANGE.filter((name) => JSON.stringify(next[name]) !== JSON.stringify(running[name]));
+      if (fixed.length > 0) log.warn(`reload: changes to ${fixed.join(", ")} take effect at the next restart`);
+      running = { ...next, listen: running.listen, store: running.store, onward: running.onward, log: running.log };
+      app = createCloudApp({ config: running, store, onward, ed25519, log, clientAddress: clientAddressOf });
+      log.info(`reload: keys ${running.keys.map((k) => k.id).join(", ")}; authority ${running.authority.join(", ")}`);
+    },
     async close() {
       await server.close();
       await onward.close?.();
@@ -91,4 +110,14 @@ export async function runCloudServe(options: { config: string }): Promise<void> 
     process.exit(err instanceof SecretFileError ? EX_CONFIG : err.code === "EADDRINUSE" || err.code === "EACCES" ? EX_UNAVAILABLE : 1);
   });
   stopOnSignals(() => server.close(), log);
+  process.on("SIGHUP", () => {
+    let next: CloudConfig;
+    try {
+      next = loadCloudConfig(options.config);
+    } catch (err) {
+      log.error(`reload failed, keeping the running configuration: ${(err as Error).message}`);
+      return;
+    }
+    server.reload(next);
+  });
 }

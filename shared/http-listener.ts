@@ -6,7 +6,7 @@
 import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
-import { serve } from "@hono/node-server";
+import { serve, type Http2Bindings, type HttpBindings } from "@hono/node-server";
 import { getConnInfo } from "@hono/node-server/conninfo";
 import type { Context } from "hono";
 import type { HostPort } from "./net.js";
@@ -23,8 +23,8 @@ export interface HttpListener {
   close(): Promise<void>;
 }
 
-/** Serve `fetch` on `listen` (plain HTTP/1.1). */
-export async function listenHttp(fetch: (request: Request) => Response | Promise<Response>, listen: HostPort): Promise<HttpListener> {
+/** Serve `fetch` on `listen` (plain HTTP/1.1); `env` carries Node's request and response (getConnInfo reads the peer there). */
+export async function listenHttp(fetch: (request: Request, env: HttpBindings | Http2Bindings) => Response | Promise<Response>, listen: HostPort): Promise<HttpListener> {
   // A thousand recipients in Envelope-To take some 30 KB of header fields; Node allows 16 KiB by default.
   const server = serve({ fetch, hostname: listen.host, port: listen.port, serverOptions: { maxHeaderSize: MAX_HEADER_OCTETS } }) as Server;
   const bound = await new Promise<AddressInfo>((resolve, reject) => {

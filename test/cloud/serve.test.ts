@@ -1,5 +1,6 @@
 // `runCloudServe` (homerelay cloud serve) as a child process: SIGTERM stops accepting, lets the request in flight
-// finish and exits 0 with the store closed; a bad configuration or a DynamoDB store exits 78 before listening.
+// finish and exits 0 with the store closed; SIGHUP applies added and revoked keys from the edited file (a file
+// that does not load changes nothing); a bad configuration or a DynamoDB store exits 78 before listening.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
@@ -25,8 +26,8 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** Run `runCloudServe` on `config` (JSON) in a child process; stderr is collected. */
-async function startServe(config: Record<string, unknown>): Promise<{ child: ChildProcess; stderr: () => string; exit: Promise<number | null> }> {
+/** Run `runCloudServe` on `config` (JSON, written to `file`) in a child process; stderr is collected. */
+async function startServe(config: Record<string, unknown>): Promise<{ child: ChildProcess; file: string; stderr: () => string; exit: Promise<number | null> }> {
   const file = join(dir, `cloud-${Math.random().toString(36).slice(2)}.yaml`);
   await writeFile(file, JSON.stringify(config));
   const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", `(await import(${JSON.stringify(SERVE)})).runCloudServe({ config: ${JSON.stringify(file)} })`], {
@@ -39,7 +40,7 @@ async function startServe(config: Record<string, unknown>): Promise<{ child: Chi
   after(() => {
     if (child.exitCode === null) child.kill("SIGKILL");
   });
-  return { child, stderr: () => stderr, exit };
+  return { child, file, stderr: () => stderr, exit };
 }
 
 async function until(condition: () => boolean, what: string): Promise<void> {
@@ -87,6 +88,33 @@ test("SIGTERM: no new connections, the request in flight is answered, exit 0", a
   assert.equal(answer.status, 200, answer.text);
   assert.equal(await serve.exit, 0);
   assert.equal(upstream.messages.length, 1);
+});
+
+test("SIGHUP: a key added and a key revoked in the file apply to the next requests; a file that does not load changes nothing", async () => {
+  const second = makeKey("home-2");
+  const serve = await startServe(config(join(dir, "store-reload")));
+  await until(() => /listening on 127\.0\.0\.1:\d+/.test(serve.stderr()), "the listening line");
+  const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(serve.stderr())![1]);
+  const s = { body: Buffer.from("From: alice@example.net\r\n\r\nhello\r\n"), envelopeFrom: "<alice@example.net>", envelopeTo: "<bob@example.org>" };
+  const status = async (k: typeof key) => (await send(port, await signed(submission("relay.example.net", s), k))).status;
+  assert.equal(await status(key), 200);
+  assert.equal(await status(second), 401);
+
+  // home-2 in, home-1 out; the listen address changes too, which waits for a restart.
+  const rotated = { ...config(join(dir, "store-reload")), listen: "127.0.0.1:1", keys: [{ id: second.id, publicKey: second.publicKey, senders: ["*@example.net"] }] };
+  await writeFile(serve.file, JSON.stringify(rotated));
+  serve.child.kill("SIGHUP");
+  await until(() => serve.stderr().includes("reload: keys home-2; authority relay.example.net"), "the reload line");
+  assert.match(serve.stderr(), /warning: reload: changes to listen take effect at the next restart/);
+  assert.equal(await status(second), 200);
+  assert.equal(await status(key), 401, "a revoked key is refused at once");
+
+  await writeFile(serve.file, "keys: [");
+  serve.child.kill("SIGHUP");
+  await until(() => serve.stderr().includes("reload failed, keeping the running configuration: "), "the failed reload line");
+  assert.equal(await status(second), 200);
+  serve.child.kill("SIGTERM");
+  assert.equal(await serve.exit, 0);
 });
 
 test("a configuration error exits 78 with file:line:column", async () => {

@@ -99,7 +99,7 @@ describe("systemd units", () => {
     assert.equal(agent.get("Install")?.get("WantedBy")?.[0], "multi-user.target");
   });
 
-  test("the cloud runs `homerelay-cloud serve` as its own user with no capability, writing only its state directory, restarted on failure", () => {
+  test("the cloud runs `homerelay-cloud serve` as its own user with no capability, writing only its state directory, restarted on failure, reloaded with SIGHUP", () => {
     assert.equal(service(cloud, "User"), "homerelay-cloud");
     assert.equal(service(cloud, "NoNewPrivileges"), "yes");
     assert.equal(service(cloud, "CapabilityBoundingSet"), "");
@@ -112,6 +112,7 @@ describe("systemd units", () => {
     assert.equal(service(cloud, "SystemCallFilter"), "@system-service");
     assert.equal(service(cloud, "Restart"), "on-failure");
     assert.equal(service(cloud, "RestartPreventExitStatus"), "78");
+    assert.equal(service(cloud, "ExecReload"), "/bin/kill -HUP $MAINPID", "systemctl reload: keys rotated without a restart");
     assert.match(service(cloud, "ExecStart")!, new RegExp(`^${NODE} ${INSTALLED}/dist/cloud/cli\\.js serve --config /etc/homerelay-cloud/cloud\\.yaml$`));
     assert.equal(cloud.get("Install")?.get("WantedBy")?.[0], "multi-user.target");
   });
