@@ -122,6 +122,7 @@ export async function deliverViaMx(request: MxDeliveryRequest, o: MxDeliveryOpti
       const still: EnvelopeRecipient[][] = [];
       let reusable = true;
       let done = 0;
+      let lastHere: RecipientOutcome | undefined;
       for (const transaction of pending) {
         if (!session.usable) break;
         const results = await session.send(request.envelope, transaction, request.content(), request.size);
@@ -132,12 +133,15 @@ export async function deliverViaMx(request: MxDeliveryRequest, o: MxDeliveryOpti
           if (r.status === "deferred") {
             retry.push(transaction[i]!);
             lastDeferral.set(r.recipient, r);
+            lastHere = r;
             if (r.unreachable) reusable = false;
           } else outcomes.set(r.recipient, r);
         }
         if (retry.length > 0) still.push(retry);
       }
       o.sessions.release(session, reusable && session.usable);
+      // Transactions the session broke before: what broke it is their reason too.
+      if (lastHere) for (const r of pending.slice(done).flat()) lastDeferral.set(r.address, { ...lastHere, recipient: r.address });
       pending = [...still, ...pending.slice(done)];
     }
   }

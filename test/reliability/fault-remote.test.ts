@@ -161,11 +161,13 @@ describe("a misbehaving MX", () => {
     await deliveredAfterFlush(id, "drop-after-data", mark, () => (mx.fault = "none"));
   });
 
-  test("an MX that refuses RSET between two transactions of one message: the later recipient is deferred with its reply, not bounced", async () => {
+  test("an MX that refuses RSET between transactions of one message: the next recipients are deferred with its reply, not bounced", async () => {
     mx.fault = "refused-reset";
     const mark = agent.log().length;
-    // Different NOTIFY parameters: two transactions on one session, later@'s first, cut short at RCPT.
-    const id = await submit(agent, SENDER, [{ address: "later@faulty.example", notify: "NEVER" }, RCPT], "refused-reset");
+    // Different NOTIFY parameters: three transactions on one session, later@'s first, cut short at RCPT;
+    // the RSET before bob's is refused, and dave's is never tried on the broken session.
+    const DAVE = "dave@faulty.example";
+    const id = await submit(agent, SENDER, [{ address: "later@faulty.example", notify: "NEVER" }, RCPT, { address: DAVE, notify: "SUCCESS,FAILURE" }], "refused-reset");
     const later = await waitForDelivery(agent, id, "later@faulty.example", "deferred", mark);
     assert.equal(later.dsn, "4.2.0");
     assert.equal(later.detail, `host ${where} said: 450 4.2.0 <later>: Recipient address rejected: try again later (in reply to RCPT TO command)`);
@@ -174,6 +176,8 @@ describe("a misbehaving MX", () => {
     assert.equal(bob.dsn, "4.5.2", "a 5xx reply to RSET defers, with the class turned to 4");
     assert.equal(bob.detail, `host ${where} said: 502 5.5.2 Error: command not recognized (in reply to RSET command)`);
     assert.equal(bob.relay, `${where}:${mx.port}`);
+    const dave = await waitForDelivery(agent, id, DAVE, "deferred", mark);
+    assert.deepEqual([dave.dsn, dave.relay, dave.detail], [bob.dsn, bob.relay, bob.detail], "what broke the session is the reason of the transactions after it");
     await waitForQueueFile(agent, "deferred", id);
     const copies = () => mx.messages.filter((m) => m.includes("Subject: refused-reset\r\n")).length;
     assert.equal(copies(), 0);
@@ -184,6 +188,7 @@ describe("a misbehaving MX", () => {
     assert.match(await flushQueue(agent, id), new RegExp(`${id}: queued for delivery`));
     await waitForDelivery(agent, id, "later@faulty.example", "sent", mark);
     await waitForDelivery(agent, id, RCPT, "sent", mark);
-    assert.equal(copies(), 2, "one copy per transaction");
+    await waitForDelivery(agent, id, DAVE, "sent", mark);
+    assert.equal(copies(), 3, "one copy per transaction");
   });
 });
