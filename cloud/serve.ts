@@ -75,8 +75,9 @@ export async function serveCloud(config: CloudConfig, log: MailLog): Promise<Clo
     reload(next) {
       const fixed = RESTART_TO_CHANGE.filter((name) => JSON.stringify(next[name]) !== JSON.stringify(running[name]));
       if (fixed.length > 0) log.warn(`reload: changes to ${fixed.join(", ")} take effect at the next restart`);
-      running = { ...next, listen: running.listen, store: running.store, onward: running.onward, log: running.log };
-      app = createCloudApp({ config: running, store, onward, ed25519, log, clientAddress: clientAddressOf });
+      const config = { ...next, listen: running.listen, store: running.store, onward: running.onward, log: running.log };
+      app = createCloudApp({ config, store, onward, ed25519, log, clientAddress: clientAddressOf });
+      running = config;
       log.info(`reload: keys ${running.keys.map((k) => k.id).join(", ")}; authority ${running.authority.join(", ")}`);
     },
     async close() {
@@ -104,13 +105,9 @@ export async function runCloudServe(options: { config: string }): Promise<void> 
     process.exit(EX_CONFIG);
   }
   const log = createMailLog({ format: config.log.format, level: config.log.level }, "cloud");
-  const server = await serveCloud(config, log).catch((err: NodeJS.ErrnoException) => {
-    log.error(`fatal: ${err.message}`);
-    log.flush();
-    process.exit(err instanceof SecretFileError ? EX_CONFIG : err.code === "EADDRINUSE" || err.code === "EACCES" ? EX_UNAVAILABLE : 1);
-  });
-  stopOnSignals(() => server.close(), log);
-  process.on("SIGHUP", () => {
+  let server: CloudServer | null = null;
+  let reloadWhenListening = false;
+  const reload = () => {
     let next: CloudConfig;
     try {
       next = loadCloudConfig(options.config);
@@ -118,6 +115,20 @@ export async function runCloudServe(options: { config: string }): Promise<void> 
       log.error(`reload failed, keeping the running configuration: ${(err as Error).message}`);
       return;
     }
-    server.reload(next);
+    server!.reload(next);
+  };
+  // Taken from the start: SIGHUP's default action would end the process, and systemd counts the
+  // service as running (and may send a reload) while the journal is still being replayed.
+  process.on("SIGHUP", () => {
+    if (server) reload();
+    else reloadWhenListening = true;
   });
+  server = await serveCloud(config, log).catch((err: NodeJS.ErrnoException) => {
+    log.error(`fatal: ${err.message}`);
+    log.flush();
+    process.exit(err instanceof SecretFileError ? EX_CONFIG : err.code === "EADDRINUSE" || err.code === "EACCES" ? EX_UNAVAILABLE : 1);
+  });
+  if (reloadWhenListening) reload();
+  const running = server;
+  stopOnSignals(() => running.close(), log);
 }
