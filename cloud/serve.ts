@@ -88,7 +88,7 @@ export async function serveCloud(config: CloudConfig, log: MailLog): Promise<Clo
   };
 }
 
-/** `homerelay-cloud serve --config FILE`: run until SIGTERM or SIGINT. */
+/** `homerelay-cloud serve --config FILE`: run until SIGTERM or SIGINT; SIGHUP reloads the file. */
 export async function runCloudServe(options: { config: string }): Promise<void> {
   let config: CloudConfig;
   try {
