@@ -261,7 +261,15 @@ export class SmtpClient {
    */
   async readyForNext(): Promise<void> {
     if (this.finished) return;
-    await this.exchange<boolean>((done) => this.conn.reset(done));
+    await this.exchange<boolean>((done) => {
+      // nodemailer never calls back for a reset the server hung up on: the hang-up is the answer.
+      const hungUp = () => done(Object.assign(new Error("Connection closed unexpectedly"), { code: "ECONNECTION" }));
+      this.conn.once("end", hungUp);
+      this.conn.reset((err, ok) => {
+        this.conn.off("end", hungUp);
+        done(err, ok);
+      });
+    });
     this.finished = true;
   }
 

@@ -1,8 +1,8 @@
 // Faults on the far side of direct MX delivery: DNS that never answers or fails for the MX host's address,
 // a tarpit that trickles one byte a second (in the greeting and in the reply to the end of DATA), garbage
 // instead of a greeting, a flood of bytes without a line end, garbage replies, and an MX that takes the
-// whole message and hangs up without a reply, and one that refuses RSET between two transactions of one
-// message. Each: the deferral's log line, the message kept in deferred/,
+// whole message and hangs up without a reply, and one that refuses RSET (or hangs up on it) between two
+// transactions of one message. Each: the deferral's log line, the message kept in deferred/,
 // delivered exactly once by `homerelay queue flush` once the fault clears, the agent still up, memory bounded.
 import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -190,5 +190,21 @@ describe("a misbehaving MX", () => {
     await waitForDelivery(agent, id, RCPT, "sent", mark);
     await waitForDelivery(agent, id, DAVE, "sent", mark);
     assert.equal(copies(), 3, "one copy per transaction");
+  });
+
+  test("an MX that hangs up on RSET between transactions: the next recipient is deferred as a lost connection at once, not after the command timeout", async () => {
+    mx.fault = "drop-on-reset";
+    const mark = agent.log().length;
+    const id = await submit(agent, SENDER, [{ address: "later@faulty.example", notify: "NEVER" }, RCPT], "drop-on-reset");
+    const bob = await waitForDelivery(agent, id, RCPT, "deferred", mark);
+    assert.equal(bob.dsn, "4.4.2");
+    assert.equal(bob.detail, `lost connection with ${where} while resetting the session (Connection closed unexpectedly)`);
+    assert.ok(Number(bob.delay) < COMMAND_TIMEOUT, `deferred after ${bob.delay} s: the hang-up was taken for an answer`);
+    await waitForQueueFile(agent, "deferred", id);
+    mx.fault = "none";
+    mx.hangUp();
+    assert.match(await flushQueue(agent, id), new RegExp(`${id}: queued for delivery`));
+    await waitForDelivery(agent, id, "later@faulty.example", "sent", mark);
+    await waitForDelivery(agent, id, RCPT, "sent", mark);
   });
 });

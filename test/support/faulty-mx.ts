@@ -14,9 +14,10 @@ import { createServer, type Server, type Socket } from "node:net";
  * bytes without a line end, as fast as the client takes them; `garbage-reply`: a proper
  * greeting, then lines that are no SMTP reply; `drop-after-data`: the whole message is read, then
  * the connection closes without a reply; `refused-reset`: RCPT TO is refused for now (450) for
- * recipients named `later@…`, and RSET is not understood (502).
+ * recipients named `later@…`, and RSET is not understood (502); `drop-on-reset`: the same, but
+ * RSET closes the connection without a reply.
  */
-export type MxFault = "none" | "tarpit-greeting" | "tarpit-data-reply" | "garbage-greeting" | "garbage-flood" | "garbage-reply" | "drop-after-data" | "refused-reset";
+export type MxFault = "none" | "tarpit-greeting" | "tarpit-data-reply" | "garbage-greeting" | "garbage-flood" | "garbage-reply" | "drop-after-data" | "refused-reset" | "drop-on-reset";
 
 const NAME = "mx.faulty.example";
 
@@ -125,7 +126,10 @@ export class FaultyMx {
           socket.end("221 2.0.0 Bye\r\n");
           return;
         } else if (fault === "refused-reset" && verb === "RSET") socket.write("502 5.5.2 Error: command not recognized\r\n");
-        else if (fault === "refused-reset" && verb === "RCPT" && /<later@/i.test(line)) socket.write("450 4.2.0 <later>: Recipient address rejected: try again later\r\n");
+        else if (fault === "drop-on-reset" && verb === "RSET") return void socket.destroy();
+        else if ((fault === "refused-reset" || fault === "drop-on-reset") && verb === "RCPT" && /<later@/i.test(line)) {
+          socket.write("450 4.2.0 <later>: Recipient address rejected: try again later\r\n");
+        }
         else if (["HELO", "MAIL", "RCPT", "RSET", "NOOP"].includes(verb)) socket.write("250 2.0.0 Ok\r\n");
         else socket.write("502 5.5.2 Error: command not recognized\r\n");
       }
