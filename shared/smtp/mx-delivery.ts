@@ -7,7 +7,7 @@
 import type { Readable } from "node:stream";
 import type { Envelope, EnvelopeRecipient } from "../envelope.js";
 import type { MailResolver } from "../dns/resolver.js";
-import { SmtpSessionError, type RecipientOutcome, type SmtpClient, type SmtpTarget } from "./smtp-client.js";
+import { SmtpSessionError, temporaryDsn, type RecipientOutcome, type SmtpClient, type SmtpTarget } from "./smtp-client.js";
 
 /** Opens sessions (possibly from a cache) and takes them back after use. */
 export interface SessionSource {
@@ -148,7 +148,7 @@ export async function deliverViaMx(request: MxDeliveryRequest, o: MxDeliveryOpti
   for (const r of pending.flat()) {
     const last = lastDeferral.get(r.address)!;
     // A host that refused us with 5xx (greeting, EHLO) was one of several: still only a deferral.
-    outcomes.set(r.address, { ...last, dsn: last.dsn.startsWith("5") ? `4${last.dsn.slice(1)}` : last.dsn });
+    outcomes.set(r.address, { ...last, dsn: temporaryDsn(last.dsn) });
   }
   return all.map((r) => outcomes.get(r.address)!);
 }

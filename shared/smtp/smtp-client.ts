@@ -329,10 +329,23 @@ function replyOutcome(recipient: string, relay: string, host: string, response: 
 function resetFailure(host: string, error: unknown): { dsn: string; detail: string } {
   if (error instanceof SmtpSessionError) return { dsn: error.enhanced, detail: error.message };
   const err = error as NodemailerError;
-  if (err.response && /^[45]\d\d(?:[ -]|$)/.test(err.response)) {
-    return { dsn: `4${enhancedOf(err.response, "4.0.0").slice(1)}`, detail: `host ${host} said: ${replyLine(err.response)} (in reply to RSET command)` };
+  if (err.response && isRefusal(err.response)) {
+    return { dsn: temporaryDsn(enhancedOf(err.response, "4.0.0")), detail: `host ${host} said: ${replyLine(err.response)} (in reply to RSET command)` };
   }
   return { dsn: "4.4.2", detail: `lost connection with ${host} while resetting the session (${err.message})` };
+}
+
+/** A 5.x.x status as the deferral it becomes when the recipients were not what was refused (4.x.x). */
+export function temporaryDsn(dsn: string): string {
+  return dsn.startsWith("5") ? `4${dsn.slice(1)}` : dsn;
+}
+
+/**
+ * The response is a 4xx or 5xx reply. nodemailer takes any leading digits for a reply code
+ * ("7Èv…" is 7), so its responseCode alone does not tell.
+ */
+function isRefusal(response: string): boolean {
+  return /^[45]\d\d(?:[ -]|$)/.test(response);
 }
 
 function commandName(command: string | undefined): string {
@@ -353,8 +366,7 @@ export function enhancedOf(response: string, fallback: string): string {
 
 /** Turn a nodemailer connect/TLS/AUTH error into a session error in Postfix's words (timeouts: see timedOut). */
 function sessionError(err: NodemailerError, where: string): SmtpSessionError {
-  // nodemailer takes any leading digits for a reply code ("7Èv…" is 7): only a 4xx or 5xx refusal is one here.
-  if (err.response && err.responseCode && /^[45]\d\d(?:[ -]|$)/.test(err.response)) {
+  if (err.response && err.responseCode && isRefusal(err.response)) {
     const text = replyLine(err.response);
     const stage = err.command ? ` (in reply to ${err.command.split(" ")[0]} command)` : "";
     return new SmtpSessionError(`host ${where.replace(/:\d+$/, "")} said: ${text}${stage}`, err.responseCode, enhancedOf(err.response, err.responseCode >= 500 ? "5.0.0" : "4.0.0"), false, false, keptReply(err.response));
