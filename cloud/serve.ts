@@ -105,9 +105,7 @@ export async function runCloudServe(options: { config: string }): Promise<void> 
     process.exit(EX_CONFIG);
   }
   const log = createMailLog({ format: config.log.format, level: config.log.level }, "cloud");
-  let server: CloudServer | null = null;
-  let reloadWhenListening = false;
-  const reload = () => {
+  const reload = (server: CloudServer) => {
     let next: CloudConfig;
     try {
       next = loadCloudConfig(options.config);
@@ -115,20 +113,22 @@ export async function runCloudServe(options: { config: string }): Promise<void> 
       log.error(`reload failed, keeping the running configuration: ${(err as Error).message}`);
       return;
     }
-    server!.reload(next);
+    server.reload(next);
   };
   // Taken from the start: SIGHUP's default action would end the process, and systemd counts the
   // service as running (and may send a reload) while the journal is still being replayed.
+  let listening: CloudServer | null = null;
+  let reloadWhenListening = false;
   process.on("SIGHUP", () => {
-    if (server) reload();
+    if (listening) reload(listening);
     else reloadWhenListening = true;
   });
-  server = await serveCloud(config, log).catch((err: NodeJS.ErrnoException) => {
+  const server = await serveCloud(config, log).catch((err: NodeJS.ErrnoException) => {
     log.error(`fatal: ${err.message}`);
     log.flush();
     process.exit(err instanceof SecretFileError ? EX_CONFIG : err.code === "EADDRINUSE" || err.code === "EACCES" ? EX_UNAVAILABLE : 1);
   });
-  if (reloadWhenListening) reload();
-  const running = server;
-  stopOnSignals(() => running.close(), log);
+  listening = server;
+  if (reloadWhenListening) reload(server);
+  stopOnSignals(() => server.close(), log);
 }

@@ -90,9 +90,8 @@ export class FileStore implements CloudStore {
         throw new Error(`${file}:${i + 1}: journal line is not JSON; the store is damaged`);
       }
       if (entry.op === "nonce") store.nonces.set(itemId(entry.keyid, entry.nonce), entry.expiresAt);
-      else if (entry.op === "forget") store.records.delete(itemId(entry.keyid, entry.key));
       // A relay in progress when the process stopped is not in progress any more: its retry may go ahead.
-      else if (entry.record.state === "in-progress") store.records.delete(itemId(entry.keyid, entry.key));
+      else if (entry.op === "forget" || entry.record.state === "in-progress") store.records.delete(itemId(entry.keyid, entry.key));
       // Serialized again rather than kept as read: a piece of the journal's text would hold all of it
       // in memory, and journals written before answers were kept as text hold the answer as an object.
       else {
